@@ -1,0 +1,190 @@
+/* cfutures internal header: module state and the prototypes the
+ * concept files (future.c, event.c, executor.c, wait.c, aio.c) share. */
+#ifndef CFUTURES_H
+#define CFUTURES_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+
+/* State changes happen with the GIL held.  A free-threaded build (3.13+)
+ * needs a per-object critical section instead; these mark each section so
+ * that port is a change of macro, not of design. */
+#if PY_VERSION_HEX >= 0x030D0000 && defined(Py_GIL_DISABLED)
+#  define CF_BEGIN_CRITICAL(op) Py_BEGIN_CRITICAL_SECTION(op)
+#  define CF_END_CRITICAL() Py_END_CRITICAL_SECTION()
+#else
+#  define CF_BEGIN_CRITICAL(op) {
+#  define CF_END_CRITICAL() }
+#endif
+
+/* ---- module state --------------------------------------------------- */
+
+typedef struct {
+    PyTypeObject *future_type;        /* _cfutures.Future, the C base */
+    PyTypeObject *public_future_type; /* cfutures.Future (set by the package) */
+    PyTypeObject *executor_type;      /* _cfutures.ThreadPoolExecutor */
+    PyTypeObject *public_executor_type;
+    PyTypeObject *workqueue_type;
+    PyTypeObject *mapiter_type;
+    PyTypeObject *aswaiter_type;      /* as_completed iterator */
+    PyTypeObject *awaiter_type;       /* what Future.__await__ returns */
+    PyTypeObject *batch_type;         /* per-loop wakeup batch */
+    PyTypeObject *aiocall_type;       /* to_thread work item */
+
+    /* The stdlib's own classes and constants (DESIGN.md, contract 3). */
+    PyObject *CancelledError;
+    PyObject *TimeoutError;
+    PyObject *InvalidStateError;
+    PyObject *BrokenExecutor;
+    PyObject *BrokenThreadPool;
+    PyObject *std_future_type;        /* concurrent.futures.Future */
+    PyObject *DoneAndNotDoneFutures;
+    PyObject *FIRST_COMPLETED;
+    PyObject *FIRST_EXCEPTION;
+    PyObject *ALL_COMPLETED;
+    PyObject *state_names[5];         /* _base.PENDING ... _base.FINISHED */
+    PyObject *logger;                 /* logging.getLogger('concurrent.futures') */
+    PyObject *threading_Condition;
+
+    /* Slots reserved for the executor and asyncio bridge. */
+    PyObject *threading_Thread;
+    PyObject *asyncio_CancelledError;
+    PyObject *get_running_loop;       /* asyncio.events._get_running_loop */
+    PyObject *batch_key;              /* key of the per-thread batch cache */
+    PyObject *default_pool;           /* shared pool of cfutures.to_thread */
+    PyObject *str_call_soon_threadsafe;
+    PyObject *str_call_soon;
+    PyObject *str_create_future;
+} cf_state;
+
+extern PyModuleDef cf_module_def;
+
+static inline cf_state *
+cf_get_state(PyObject *module)
+{
+    return (cf_state *)PyModule_GetState(module);
+}
+
+/* The state of the module that defined `tp` or one of its bases; NULL with
+ * an exception set when there is none. */
+static inline cf_state *
+cf_state_from_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &cf_module_def);
+    return mod == NULL ? NULL : cf_get_state(mod);
+}
+
+/* ---- event.c: a one-shot event a thread can sleep on ---------------- */
+
+/* The sleeper creates it (set = 0), links it somewhere a completer will
+ * find it, and waits; the completer calls cf_event_set with the GIL held. */
+typedef struct {
+    PyThread_type_lock lock;
+    int is_set;
+} cf_event;
+
+int cf_event_init(cf_event *ev);
+void cf_event_fini(cf_event *ev);
+void cf_event_set(cf_event *ev);
+void cf_event_clear(cf_event *ev);
+/* Wait with the GIL released until set or the timeout passes; wakes for
+ * signals and runs their handlers.  timeout_ns < 0 waits forever.
+ * Returns 1 set, 0 timed out, -1 with an exception (e.g. KeyboardInterrupt). */
+int cf_event_wait(cf_event *ev, int64_t timeout_ns);
+
+/* Parse a `timeout` argument the way threading.Condition.wait takes it:
+ * None -> -1 (forever); a number <= 0 -> 0 (poll); else nanoseconds.
+ * Returns -1 with an exception for a bad type or a too large value. */
+int cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns);
+int64_t cf_monotonic_ns(void);
+
+/* ---- future.c ------------------------------------------------------- */
+
+enum cf_future_state {
+    CF_PENDING = 0,
+    CF_RUNNING = 1,
+    CF_CANCELLED = 2,
+    CF_CANCELLED_AND_NOTIFIED = 3,
+    CF_FINISHED = 4,
+};
+
+/* What happened to a future, as told to its wait nodes. */
+enum cf_event_kind {
+    CF_EV_CANCELLED,          /* cancel(): wakes result() but, as in the
+                                 stdlib, not wait()/as_completed() */
+    CF_EV_CANCEL_NOTIFIED,    /* set_running_or_notify_cancel() on a
+                                 cancelled future */
+    CF_EV_FINISHED,           /* set_result() / set_exception() */
+};
+
+typedef struct cf_waitnode cf_waitnode;
+/* Called with the GIL held, in the middle of the state change: it must not
+ * call into Python code (appending to a list or setting an event is fine). */
+typedef void (*cf_notify_fn)(cf_waitnode *node, PyObject *future, int kind);
+
+/* A blocked waiter's link into one future; owned by the waiter (usually on
+ * its stack), linked and unlinked with the GIL held. */
+struct cf_waitnode {
+    cf_waitnode *prev;
+    cf_waitnode *next;
+    PyObject *future;          /* borrowed; NULL once unlinked */
+    cf_notify_fn notify;
+    void *owner;
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *result;
+    PyObject *exception;       /* NULL when none was set */
+    PyObject *callbacks;       /* NULL, one callable, or a list (cb_is_list) */
+    PyObject *compat;          /* NULL, or (threading.Condition, waiters list)
+                                  once stdlib code touched _condition/_waiters */
+    PyObject *weakreflist;
+    cf_waitnode *waiters;      /* blocked C waiters */
+    unsigned char state;
+    unsigned char cb_is_list;
+} cf_future;
+
+int cf_future_setup(PyObject *module, cf_state *st);
+
+static inline int
+cf_future_check(cf_state *st, PyObject *op)
+{
+    return PyObject_TypeCheck(op, st->future_type);
+}
+
+static inline int
+cf_future_is_done(cf_future *f)
+{
+    return f->state >= CF_CANCELLED;
+}
+
+/* A new pending future of the public class (cfutures.Future). */
+PyObject *cf_future_new(cf_state *st);
+/* The C paths behind the methods; same semantics and errors. */
+int cf_future_set_running_or_notify_cancel(cf_future *f);   /* 1, 0, -1 */
+int cf_future_set_result(cf_future *f, PyObject *result);   /* 0, -1 */
+int cf_future_set_exception(cf_future *f, PyObject *exc);   /* 0, -1 */
+int cf_future_cancel(cf_future *f);                          /* 1, 0, -1 */
+int cf_future_add_done_callback(cf_future *f, PyObject *fn); /* 0, -1 */
+/* result()/exception() of a done future: new ref, or NULL with the stored
+ * exception / CancelledError raised. */
+PyObject *cf_future_get_result(cf_future *f);
+
+/* Link/unlink a wait node (GIL held).  Linking a done future is allowed:
+ * it is never notified, so check the state after linking. */
+void cf_future_link(cf_future *f, cf_waitnode *node, cf_notify_fn notify,
+                    void *owner);
+void cf_future_unlink(cf_waitnode *node);
+
+/* ---- executor.c, wait.c, aio.c -------------------------------------- */
+
+/* Future.__await__ (aio.c). */
+PyObject *cf_future_await(PyObject *self);
+
+int cf_executor_setup(PyObject *module, cf_state *st);
+int cf_wait_setup(PyObject *module, cf_state *st);
+int cf_aio_setup(PyObject *module, cf_state *st);
+
+#endif /* CFUTURES_H */
