@@ -1,0 +1,83 @@
+"""Future edge cases found while building the memory gates (issue 6):
+errors from the stdlib's waiters, odd timeouts, deep chains of futures."""
+import concurrent.futures as std
+import threading
+
+import pytest
+
+import cfutures
+
+
+class _RaisingWaiter:
+    """Stands in for the _Waiter that concurrent.futures.wait() installs."""
+
+    def add_result(self, future):
+        raise RuntimeError("waiter failed")
+
+    add_exception = add_cancelled = add_result
+
+
+@pytest.mark.parametrize("how", ["set_result", "set_exception"])
+def test_stdlib_waiter_error_propagates(mod, how):
+    # The future is finished, the error propagates, and (as in _base.py)
+    # the callbacks do not run: they must never run with an error pending.
+    f = mod.Future()
+    calls = []
+    f.add_done_callback(calls.append)
+    f._waiters.append(_RaisingWaiter())
+    with pytest.raises(RuntimeError, match="waiter failed"):
+        getattr(f, how)(ValueError() if how == "set_exception" else 1)
+    assert f.done()
+    assert calls == []
+    late = []
+    f.add_done_callback(late.append)
+    assert late == [f]
+
+
+def test_stdlib_waiter_error_on_notify_cancel(mod):
+    f = mod.Future()
+    f.cancel()
+    f._waiters.append(_RaisingWaiter())
+    with pytest.raises(RuntimeError, match="waiter failed"):
+        f.set_running_or_notify_cancel()
+    assert f._state == "CANCELLED_AND_NOTIFIED"
+
+
+@pytest.mark.parametrize("method", ["result", "exception"])
+def test_nan_timeout_polls(mod, method):
+    # Condition.wait(nan) polls (`timeout > 0` is false), so NaN times out.
+    f = mod.Future()
+    with pytest.raises(std.TimeoutError):
+        getattr(f, method)(timeout=float("nan"))
+    f.set_result(1)
+    getattr(f, method)(timeout=float("nan"))
+
+
+@pytest.mark.timeout(30)
+def test_largest_timeout_still_waits(mod):
+    # The largest timeout Lock.acquire() takes, in nanoseconds, is near
+    # 2**63: the deadline must saturate, not wrap around into the past.
+    f = mod.Future()
+    threading.Timer(0.05, f.set_result, ("late",)).start()
+    assert f.result(timeout=9223372036.0) == "late"
+
+
+def test_too_large_timeout_is_overflow_error(mod):
+    f = mod.Future()
+    with pytest.raises(OverflowError):
+        f.result(timeout=1e300)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cls", [cfutures.Future, cfutures._cfutures.Future],
+                         ids=["public", "base"])
+def test_ext_deep_chain_of_futures_deallocates(cls):
+    # Each future's result is the next future: freeing the head must not
+    # recurse once per link (it overflowed the C stack for the C type).
+    head = cur = cls()
+    for _ in range(300_000):
+        nxt = cls()
+        cur.set_result(nxt)
+        cur = nxt
+    del cur, nxt
+    del head
