@@ -26,11 +26,9 @@ cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns)
     if (secs == -1.0 && PyErr_Occurred()) {
         return -1;
     }
-    if (secs != secs) {
-        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
-        return -1;
-    }
-    if (secs <= 0) {
+    /* Condition.wait() tests `timeout > 0` and polls otherwise, so NaN
+     * polls too. */
+    if (!(secs > 0)) {
         *timeout_ns = 0;
         return 0;
     }
@@ -39,7 +37,9 @@ cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns)
         PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
         return -1;
     }
-    *timeout_ns = (int64_t)(secs * 1e9);
+    /* The top of that range rounds to 2**63 ns: out of int64_t. */
+    double ns = secs * 1e9;
+    *timeout_ns = ns >= (double)INT64_MAX ? INT64_MAX : (int64_t)ns;
     return 0;
 }
 
@@ -94,7 +94,13 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
     if (ev->is_set) {
         return 1;
     }
-    int64_t deadline = timeout_ns > 0 ? cf_monotonic_ns() + timeout_ns : 0;
+    int64_t deadline = 0;
+    if (timeout_ns > 0) {
+        /* Saturate: a timeout of centuries must not wrap to the past. */
+        int64_t now = cf_monotonic_ns();
+        deadline = timeout_ns > INT64_MAX - now ? INT64_MAX
+                                                : now + timeout_ns;
+    }
     for (;;) {
         PY_TIMEOUT_T us;
         if (timeout_ns < 0) {
@@ -105,7 +111,8 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
         }
         else {
             int64_t left = deadline - cf_monotonic_ns();
-            us = left > 0 ? (PY_TIMEOUT_T)((left + 999) / 1000) : 0;
+            us = left > 0 ? (PY_TIMEOUT_T)(left / 1000 + (left % 1000 != 0))
+                          : 0;
         }
         PyLockStatus r;
         if (us == 0) {
