@@ -74,10 +74,23 @@ def test_too_large_timeout_is_overflow_error(mod):
 def test_ext_deep_chain_of_futures_deallocates(cls):
     # Each future's result is the next future: freeing the head must not
     # recurse once per link (it overflowed the C stack for the C type).
-    head = cur = cls()
-    for _ in range(300_000):
-        nxt = cls()
-        cur.set_result(nxt)
-        cur = nxt
-    del cur, nxt
-    del head
+    # A thread with a small stack makes a short chain enough to show it.
+    def build_and_free():
+        head = cur = cls()
+        for _ in range(20_000):
+            nxt = cls()
+            cur.set_result(nxt)
+            cur = nxt
+        del cur, nxt
+        del head
+        done.append(True)
+
+    done = []
+    old = threading.stack_size(512 * 1024)
+    try:
+        t = threading.Thread(target=build_and_free)
+        t.start()
+    finally:
+        threading.stack_size(old)
+    t.join(50)
+    assert done == [True]

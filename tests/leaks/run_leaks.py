@@ -400,6 +400,31 @@ def future_subclass(mod, n):
     expect(TypeError, mod.Future, 1)
 
 
+@scenario()
+def future_misc(mod, n):
+    """The rest of the surface: private helpers the stdlib calls, the
+    compatibility attributes, generic alias, pickling, bad arguments."""
+    import pickle
+    for i in range(n):
+        f = mod.Future()
+        f._condition, f._waiters, f._state, f._result  # noqa: B018
+        f.add_done_callback(ident)
+        f._invoke_callbacks()
+        f.set_result(i)
+        check(f._Future__get_result() == i, "private get_result")
+        mod.Future[int]  # noqa: B018
+        expect(TypeError, pickle.dumps, f)
+        expect(TypeError, f.result, 1, 2)
+        expect(TypeError, f.result, timeout=1, bogus=2)
+        expect(TypeError, mod.Future, x=1)
+        g = mod.Future()
+        expect(OverflowError, g.result, 1e300)
+        expect(std.TimeoutError, g.exception, float("nan"))
+        g.set_exception(ValueError(i))
+        expect(ValueError, g._Future__get_result)
+        repr(g)
+
+
 @scenario(n=20)
 def stdlib_wait_on_futures(mod, n):
     """concurrent.futures.wait/as_completed reach into _condition and
