@@ -43,6 +43,10 @@ RESULTS_DIR = os.path.join(HERE, "results")
 
 DEFAULT_REPEATS = 9
 QUICK_REPEATS = 5
+# In a quick run, n shrinks so one sample of the slowest peer takes about
+# this long (estimated from the warm-up): `python -m cfutures` stays short
+# however many workloads land.
+QUICK_SAMPLE_SECONDS = 0.08
 # A measurement that takes longer than this prints every thread's stack to
 # stderr (it does not stop the run): a hang shows where it hangs.
 HANG_REPORT_SECONDS = 120
@@ -108,8 +112,14 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
             rec["traceback"] = traceback.format_exc()
             return None
 
+    n_warm = max(1, n // 10)
+    slowest = 0.0
     for name in peers:              # warm-up: imports, caches, thread starts
-        attempt(name, max(1, n // 10))
+        t0 = time.perf_counter()
+        attempt(name, n_warm)
+        slowest = max(slowest, time.perf_counter() - t0)
+    if quick and slowest > 0:
+        n = max(1, min(n, int(QUICK_SAMPLE_SECONDS * n_warm / slowest)))
     for r in range(repeats):
         k = r % len(peers)
         for name in peers[k:] + peers[:k]:
@@ -126,7 +136,7 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
             del rec["traceback"]
 
     cf = per_peer.get("cfutures", {}).get("median")
-    ratios, speedups = {}, {}
+    ratios, speedups, paired = {}, {}, {}
     for name in peers:
         if name == "cfutures":
             continue
@@ -134,8 +144,13 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
         if cf is not None and other:
             ratios[name] = cf / other
             speedups[name] = other / cf if cf else float("inf")
+            # The same repeat's samples ran back to back: their ratio
+            # cancels a slow phase of the machine that hit both.
+            pairs = [c / o for c, o in zip(per_peer["cfutures"]["samples"],
+                                           per_peer[name]["samples"]) if o]
+            paired[name] = statistics.median(pairs) if pairs else None
         else:
-            ratios[name] = speedups[name] = None
+            ratios[name] = speedups[name] = paired[name] = None
 
     baseline = "stdlib" if "stdlib" in ratios else next(iter(ratios), None)
     goal_met = None
@@ -154,6 +169,7 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
         "peers": per_peer,
         "ratios": ratios,
         "speedups": speedups,
+        "paired_ratio_medians": paired,
         "goal_met": goal_met,
     }
 
@@ -226,13 +242,17 @@ def run_benchmarks(workloads=None, repeats=None, quick=False, substr=None,
         "settings": {
             "repeats": repeats,
             "warmup": "one run per peer at n/10 before the repeats",
+            "quick_n": (f"quick_n or n/10, shrunk so a sample takes about "
+                        f"{QUICK_SAMPLE_SECONDS} s" if quick else None),
             "quick": quick,
             "filter": substr,
             "order": "peers alternate within each repeat; the first rotates",
             "gc": ("disabled during samples" if gc_off else
                    "enabled during samples; gc.collect() before each"),
             "ratio": "cfutures median / peer median (below 1: cfutures "
-                     "is faster or smaller); speedup = its inverse",
+                     "is faster or smaller); speedup = its inverse; "
+                     "paired_ratio_medians = median over repeats of the "
+                     "ratio within a repeat (a cross-check)",
         },
         "workloads": [],
     }
@@ -303,13 +323,13 @@ def _rows(results):
 def text_table(results):
     rows = list(_rows(results))
     lines = []
-    cols = [(r["label"], r["peer"], r["other"], r["cfutures"], r["ratio"],
-             r["factor"], r["goal"]) for r in rows]
-    head = ("workload", "vs", "peer", "cfutures", "cf/peer", "speed-up",
+    cols = [(r["label"], r["other"], r["cfutures"], r["ratio"], r["factor"],
+             r["goal"]) for r in rows]
+    head = ("workload", "stdlib/peer", "cfutures", "cf/peer", "speed-up",
             "goal")
     widths = [max(len(str(c[i])) for c in cols + [head])
               for i in range(len(head))]
-    align = "<<>>>><"
+    align = "<>>>><"
 
     def line(cells):
         return "  ".join(f"{c:{a}{wd}}" for c, a, wd
@@ -328,9 +348,9 @@ def markdown_table(results):
     m = results["machine"]
     s = results["settings"]
     out = [
-        "| workload | peer | peer | cfutures | cfutures / peer | speed-up "
-        "| goal |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| workload | concurrent.futures (or peer) | cfutures "
+        "| cfutures / peer | speed-up | goal |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in _rows(results):
         label = r["label"].strip()
@@ -340,7 +360,7 @@ def markdown_table(results):
         goal = goal.replace(" met", " ✅").replace(" MISSED", " ❌")
         goal = goal.replace(">=", "≥").replace("<=", "≤")
         err = "; ".join(r["errors"])
-        cells = [label, r["peer"], r["other"].replace("us", "µs"),
+        cells = [label, r["other"].replace("us", "µs"),
                  r["cfutures"].replace("us", "µs"), r["ratio"], r["factor"],
                  goal + (f" error: {err}" if err else "")]
         out.append("| " + " | ".join(cells) + " |")
