@@ -32,6 +32,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -70,11 +71,19 @@ def resolve_impl(name):
     return Impl(name, mod)
 
 
+def _watch_for_hang():
+    try:
+        faulthandler.dump_traceback_later(HANG_REPORT_SECONDS, repeat=True,
+                                          file=sys.__stderr__)
+    except (AttributeError, OSError, ValueError):
+        pass    # no real stderr (e.g. captured): no hang report, still run
+
+
 def _one_sample(workload, impl, n, gc_off):
     gc.collect()
     if gc_off:
         gc.disable()
-    faulthandler.dump_traceback_later(HANG_REPORT_SECONDS, repeat=True)
+    _watch_for_hang()
     try:
         value = workload.run(impl, n)
     finally:
@@ -231,8 +240,9 @@ def run_benchmarks(workloads=None, repeats=None, quick=False, substr=None,
                    gc_off=False, progress=None):
     """Run the workloads and return the results dict (what the JSON holds).
     progress(result) is called after each workload."""
+    load_errors = []
     if workloads is None:
-        workloads = all_workloads()
+        workloads = all_workloads(load_errors)
     workloads = select(workloads, substr)
     if repeats is None:
         repeats = QUICK_REPEATS if quick else DEFAULT_REPEATS
@@ -254,11 +264,19 @@ def run_benchmarks(workloads=None, repeats=None, quick=False, substr=None,
                      "paired_ratio_medians = median over repeats of the "
                      "ratio within a repeat (a cross-check)",
         },
+        "load_errors": [f"{mod}: {_error_text(exc)}"
+                        for mod, exc in load_errors],
         "workloads": [],
     }
     t0 = time.perf_counter()
     for w in workloads:
+        threads_before = threading.active_count()
+        t1 = time.perf_counter()
         res = measure_workload(w, repeats, quick=quick, gc_off=gc_off)
+        res["seconds"] = round(time.perf_counter() - t1, 3)
+        # A workload that leaves threads running skews the ones after it.
+        res["threads_left_running"] = (threading.active_count()
+                                       - threads_before)
         results["workloads"].append(res)
         if progress is not None:
             progress(res)
@@ -341,6 +359,12 @@ def text_table(results):
         lines.append(line(c))
         for e in r["errors"]:
             lines.append(f"    error: {e}")
+    for w in results["workloads"]:
+        if w.get("threads_left_running", 0) > 0:
+            lines.append(f"warning: {w['name']} left "
+                         f"{w['threads_left_running']} thread(s) running")
+    for e in results.get("load_errors", ()):
+        lines.append(f"error: workloads not loaded: {e}")
     return "\n".join(lines)
 
 
@@ -526,6 +550,7 @@ def main(argv=None):
         print("(a quick or filtered run saves nothing; --json PATH saves it)")
     failed = [w["name"] for w in results["workloads"]
               if any(r["error"] for r in w["peers"].values())]
+    failed += results["load_errors"]
     if failed:
         print(f"\n{len(failed)} workload(s) had a failing peer: "
               + "; ".join(failed), file=sys.stderr)

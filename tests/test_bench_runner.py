@@ -1,6 +1,7 @@
 """The benchmark runner produces its JSON, table and chart; a peer that
 fails is reported, not fatal.  No timing is asserted here."""
 import json
+import sys
 
 import pytest
 
@@ -93,3 +94,35 @@ def test_chart_is_drawn(tmp_path):
         [_tiny("future: create + set_result + result")], repeats=1)
     run.draw_chart(results, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+def test_cli_quick_filtered_run_saves_where_told(tmp_path, capsys):
+    path = tmp_path / "sub" / "out.json"
+    status = run.main(["--quick", "--filter", "MEMORY per pending",
+                       "--repeats", "1", "--json", str(path), "--no-chart"])
+    assert status == 0
+    data = json.loads(path.read_text())
+    assert [w["name"] for w in data["workloads"]] == [
+        "future: memory per pending future"]
+    assert data["settings"]["quick"] is True
+    assert data["load_errors"] == []
+    assert (tmp_path / "sub" / "out.md").exists()
+    assert not (tmp_path / "sub" / "out.png").exists()
+    assert "memory per pending future" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_repeats():
+    with pytest.raises(SystemExit):
+        run.main(["--repeats", "0"])
+
+
+def test_broken_concept_module_is_reported(monkeypatch):
+    import types
+    broken = types.ModuleType("benchmarks.workloads.wait")  # no WORKLOADS
+    monkeypatch.setitem(sys.modules, "benchmarks.workloads.wait", broken)
+    errors = []
+    names = [w.name for w in all_workloads(errors)]
+    assert "future: memory per pending future" in names
+    assert [mod for mod, _ in errors] == ["benchmarks.workloads.wait"]
+    assert isinstance(errors[0][1], AttributeError)
