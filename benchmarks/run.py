@@ -138,7 +138,10 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
 
     for rec in per_peer.values():
         s = rec["samples"]
-        rec["median"] = statistics.median(s) if s and not rec["error"] else None
+        # A peer that failed part-way has no median: its samples stay in
+        # the JSON, but a ratio needs the full set.
+        ok = s and not rec["error"]
+        rec["median"] = statistics.median(s) if ok else None
         rec["min"] = min(s) if s else None
         rec["max"] = max(s) if s else None
         if rec["traceback"] is None:
@@ -317,8 +320,8 @@ def _rows(results):
             if i == 0 and peer not in (None, "stdlib"):
                 label = f"{w['name']} (vs {peer_label(peer)})"
             rec = w["peers"].get(peer) if peer else None
-            err = [f"{p}: {w['peers'][p]['error']}"
-                   for p in (peer, "cfutures")
+            shown = (peer, "cfutures") if i == 0 else (peer,)
+            err = [f"{p}: {w['peers'][p]['error']}" for p in shown
                    if p and w["peers"].get(p, {}).get("error")]
             goal = ""
             if peer == w["baseline"] and w["goal"]:
