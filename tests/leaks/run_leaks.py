@@ -692,13 +692,24 @@ def to_thread_calls(mod, n):
                 pass
             else:
                 raise AssertionError("exception not raised")
-            task = asyncio.ensure_future(mod.to_thread(_slow, i))
-            await asyncio.sleep(0)
+            # Cancel the task while its call runs (a running call is not
+            # cancelled; its result is dropped), then let the call and the
+            # worker finish, so nothing is in flight at the reading.
+            started, release = threading.Event(), threading.Event()
+
+            def job():
+                started.set()
+                release.wait(WAIT)
+            task = asyncio.ensure_future(mod.to_thread(job))
+            while not started.is_set():
+                await asyncio.sleep(0.0005)
             task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
                 pass
+            release.set()
+            await asyncio.sleep(0.002)
     asyncio.run(main())
 
 
@@ -719,6 +730,31 @@ def executor_with_asyncio(mod, n):
 
 
 # ---- the runner ------------------------------------------------------------
+
+def warm_up_asyncio():
+    """asyncio itself settles over its first dozen event loops (a few
+    references a loop, then none): get that behind us, with the stdlib's
+    own futures, before any scenario is measured."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        f = std.Future()
+        COMPLETER.later(f.set_result, 1)
+        await asyncio.wrap_future(f)
+        task = loop.create_task(asyncio.sleep(WAIT))
+        await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await asyncio.wait_for(asyncio.gather(
+            *(asyncio.sleep(0) for _ in range(10))), WAIT)
+        await loop.run_in_executor(None, ident, 1)
+    for _ in range(15):
+        with asyncio.Runner() as runner:
+            runner.run(main())
+    COMPLETER.drain()
+
 
 def leaked(name, deltas, threshold):
     return all(d > threshold for d in deltas)
@@ -815,6 +851,7 @@ def main(argv=None):
         print("  note: not a debug interpreter, reference counts are not "
               "checked (use python3.11-dbg)")
 
+    warm_up_asyncio()
     if not canary(mod, warmups, rounds):
         print("HARNESS BROKEN: a planted leak was not detected")
         return 2
