@@ -68,6 +68,33 @@ def test_too_large_timeout_is_overflow_error(mod):
         f.result(timeout=1e300)
 
 
+def _timeout_outcome(m, method, timeout):
+    f = m.Future()
+    t = threading.Timer(0.01, f.set_result, (1,))
+    t.start()
+    try:
+        return "ok", getattr(f, method)(timeout=timeout)
+    except Exception as e:  # noqa: B902 (the outcome is the point)
+        return type(e), str(e)
+    finally:
+        t.join()
+
+
+@pytest.mark.parametrize("method", ["result", "exception"])
+@pytest.mark.parametrize("timeout", [
+    "Decimal('0.01')", "Decimal('-1')", "Fraction(1, 100)", "True",
+    "10**30", "10**400", "-10**400", "float('inf')", "float('-inf')",
+    "float('nan')", "1e12", "1e-12", "9.3e9", "[]", "'1'"])
+def test_ext_odd_timeouts_match_this_interpreter(method, timeout):
+    # Exactly the stdlib's outcome, message included, on the interpreter
+    # that runs (3.11 releases word the overflow messages differently).
+    from decimal import Decimal  # noqa: F401 (used by eval)
+    from fractions import Fraction  # noqa: F401
+    value = eval(timeout)
+    assert (_timeout_outcome(cfutures, method, value)
+            == _timeout_outcome(std, method, value))
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("cls", [cfutures.Future, cfutures._cfutures.Future],
                          ids=["public", "base"])
