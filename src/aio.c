@@ -1,41 +1,57 @@
 /* The asyncio bridge: `await future`, batched loop wakeups, to_thread.
  *
  * DESIGN.md, contract 5.  Awaiting a finished future returns at once and
- * never touches the loop.  A pending one is bridged to a future of the
- * awaiting loop (loop.create_future()), which the Task waits on.  When the
- * cfutures future completes, its completing thread posts the bridge into
- * the loop's batch; the first post into an empty batch schedules one
- * loop.call_soon_threadsafe(batch), and the flush, on the loop thread,
- * resolves every loop future of the burst.  asyncio.wrap_future pays one
- * call_soon_threadsafe (a self-pipe write and a loop wakeup) per future and
- * a chain of Python callbacks; here a burst of N completions costs one.
+ * never touches the loop.  A pending one is bridged to the awaiting loop:
+ * when the cfutures future completes, its completing thread posts the
+ * bridge into the loop's batch; the first post into an empty batch
+ * schedules one loop.call_soon_threadsafe(batch), and the flush, on the
+ * loop thread, completes every bridge of the burst.  asyncio.wrap_future
+ * pays one call_soon_threadsafe (a self-pipe write and a loop wakeup) per
+ * future and a chain of Python callbacks; here a burst costs one.
  *
- * Nodes (awaiters and to_thread calls) share a header: the loop future
- * they resolve, their batch, and an intrusive link for the batch's queue.
- * The loop future is only a wakeup: it is resolved with None, and the
- * woken iterator reads the outcome from where it lives (the cfutures
- * future, or the to_thread call), so several awaiters on several loops
- * each get their own wakeup and the same outcome.
+ * The bridges are "loop-side futures": small C objects that speak the
+ * protocol asyncio uses on futures it did not make (asyncio.isfuture,
+ * get_loop, add_done_callback, result, cancel, ...), the way a Task waits
+ * on any future-like object a coroutine yields.  So no asyncio.Future is
+ * created per await, and a to_thread() call is its own future: gather,
+ * shield, wait_for take it as it is, without wrapping it in a Task.
+ *   - the awaiter, what cfutures.Future.__await__ returns: its outcome is
+ *     the cfutures future's;
+ *   - the to_thread call: also a coroutine (send, throw, close), so
+ *     asyncio.create_task and TaskGroup.create_task accept it; its outcome
+ *     is stored by the pool worker that ran it.
+ * Loop-side state (done, callbacks) changes only on the loop thread, as
+ * for an asyncio.Future; other threads only post.
  *
  * Batches are found through a per-thread cache (the thread state dict)
- * holding the batch of the loop last awaited on in that thread: a loop
- * runs in one thread at a time, so this is one batch per loop in practice.
+ * holding the batch of the loop last used in that thread: a loop runs in
+ * one thread at a time, so this is one batch per loop in practice.
  */
 #include "cfutures.h"
 
 #include <structmember.h>
 
-/* ---- shared node header and the batch ------------------------------- */
+/* ---- the loop-side future: shared header ----------------------------- */
 
 typedef struct cf_batch cf_batch;
 
+enum { LS_PENDING, LS_DONE, LS_CANCELLED };
+enum { NODE_AWAITER, NODE_CALL };
+
 typedef struct cf_aionode {
     PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *loop_future;        /* what the Task waits on; NULL detached */
+    vectorcallfunc vectorcall;    /* awaiter: the done-callback; call: run */
+    PyObject *loop;               /* bound loop; NULL until bound */
     cf_batch *batch;              /* where completions are posted */
     struct cf_aionode *next;      /* link while queued in a batch */
+    PyObject *cb0;                /* first done-callback and its context */
+    PyObject *ctx0;
+    PyObject *cbs;                /* more: a list of (fn, context) */
+    PyObject *cancel_msg;
     unsigned char queued;
+    unsigned char lstate;         /* LS_*: changed on the loop thread only */
+    unsigned char blocking;       /* _asyncio_future_blocking */
+    unsigned char kind;           /* NODE_* */
 } cf_aionode;
 
 struct cf_batch {
@@ -47,13 +63,6 @@ struct cf_batch {
     cf_aionode *tail;
     int scheduled;                /* a flush is on its way to the loop */
 };
-
-static PyObject *
-batch_loop(cf_batch *b)
-{
-    PyObject *loop = PyWeakref_GET_OBJECT(b->loop_ref);
-    return loop == Py_None ? NULL : loop;   /* borrowed */
-}
 
 /* Import what the bridge needs from asyncio on first use, so importing
  * cfutures does not import asyncio. */
@@ -92,9 +101,10 @@ aio_import(cf_state *st)
     return 0;
 }
 
-/* The running loop of this thread (new ref), or NULL with RuntimeError. */
+/* The running loop of this thread: new ref, or NULL (with RuntimeError
+ * when `required`, else with no exception). */
 static PyObject *
-running_loop(cf_state *st)
+running_loop(cf_state *st, int required)
 {
     if (aio_import(st) < 0) {
         return NULL;
@@ -102,38 +112,24 @@ running_loop(cf_state *st)
     PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
     if (loop == Py_None) {
         Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError, "no running event loop");
+        if (required) {
+            PyErr_SetString(PyExc_RuntimeError, "no running event loop");
+        }
         return NULL;
     }
     return loop;
 }
 
-/* Resolve a node's loop future with None: the Task wakes and asks the
- * node for the outcome.  A cancelled loop future is skipped (the awaiting
- * task was cancelled; it already woke with CancelledError). */
-static void
-wake_node(cf_state *st, cf_aionode *node)
+/* ---- the batch ------------------------------------------------------ */
+
+static PyObject *
+batch_loop(cf_batch *b)
 {
-    PyObject *lf = node->loop_future;
-    if (lf == NULL) {
-        return;                   /* detached: the awaiter went away */
-    }
-    Py_INCREF(lf);
-    PyObject *args[2] = {lf, Py_None};
-    PyObject *r = PyObject_VectorcallMethod(
-        st->str_set_result, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (r == NULL) {
-        if (st->asyncio_InvalidStateError != NULL
-            && PyErr_ExceptionMatches(st->asyncio_InvalidStateError)) {
-            PyErr_Clear();        /* cancelled meanwhile */
-        }
-        else {
-            PyErr_WriteUnraisable(lf);
-        }
-    }
-    Py_XDECREF(r);
-    Py_DECREF(lf);
+    PyObject *loop = PyWeakref_GET_OBJECT(b->loop_ref);
+    return loop == Py_None ? NULL : loop;   /* borrowed */
 }
+
+static void node_complete(cf_state *st, cf_aionode *node);
 
 /* Unlink every queued node (the caller owns their references). */
 static cf_aionode *
@@ -160,45 +156,42 @@ release_nodes(cf_aionode *node)
     }
 }
 
-/* batch(): the flush, run on the loop thread by call_soon(_threadsafe). */
+/* batch(): the flush, run on the loop thread by call_soon_threadsafe. */
 static PyObject *
 batch_flush(PyObject *self, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
 {
     cf_batch *b = (cf_batch *)self;
     cf_state *st = PyType_GetModuleState(Py_TYPE(self));
-    /* Taken first: completions posted while we resolve (set_result may
+    /* Taken first: completions posted while we run callbacks (which may
      * switch threads) schedule the next flush. */
     cf_aionode *node = batch_take(b);
     while (node != NULL) {
         cf_aionode *next = node->next;
         node->next = NULL;
         node->queued = 0;
-        wake_node(st, node);
+        node_complete(st, node);
         Py_DECREF(node);
         node = next;
     }
     Py_RETURN_NONE;
 }
 
-/* Post a completed node to its loop, from any thread, GIL held.  Never
- * raises: it runs inside a future's done-callbacks or a worker. */
+/* Post a finished node to its loop, from any thread, GIL held.  Never
+ * raises: it runs inside a future's done-callbacks or a pool worker. */
 static void
 batch_post(cf_aionode *node)
 {
     cf_batch *b = node->batch;
-    if (b == NULL || node->loop_future == NULL) {
-        return;                   /* detached */
-    }
-    PyObject *loop = batch_loop(b);
-    if (loop == NULL) {
-        return;                   /* the loop is gone; nobody can wake */
+    PyObject *loop = node->loop;
+    if (b == NULL || loop == NULL || node->lstate != LS_PENDING) {
+        return;                   /* not bound, or cancelled already */
     }
     cf_state *st = PyType_GetModuleState(Py_TYPE(b));
     if (b->thread_id == PyThread_get_thread_ident()) {
-        /* Completed on the loop's own thread while it runs there (e.g. by
-         * another coroutine): resolve now, no self-pipe write.  asyncio
-         * runs the loop future's callbacks on a later turn anyway. */
+        /* Finished on the loop's own thread while it runs there (e.g. by
+         * another coroutine): complete now, no self-pipe write; the
+         * callbacks still run on a later turn (call_soon). */
         PyObject *cur = PyObject_CallNoArgs(st->get_running_loop);
         if (cur == NULL) {
             PyErr_WriteUnraisable(NULL);
@@ -206,9 +199,9 @@ batch_post(cf_aionode *node)
         }
         Py_DECREF(cur);
         if (cur == loop) {
-            Py_INCREF(b);
-            wake_node(st, node);
-            Py_DECREF(b);
+            Py_INCREF(node);
+            node_complete(st, node);
+            Py_DECREF(node);
             return;
         }
     }
@@ -239,10 +232,10 @@ batch_post(cf_aionode *node)
             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         Py_DECREF(loop);
         if (r == NULL) {
-            /* The loop is closed (RuntimeError), as wrap_future's
-             * callback finds it: the awaiters cannot be woken, the
-             * cfutures futures complete as usual; drop what was queued
-             * for this loop so nothing leaks. */
+            /* The loop is closed (RuntimeError), as wrap_future's callback
+             * may find it: its awaiters cannot be woken, the cfutures
+             * futures complete as usual; drop what was queued for this
+             * loop so nothing leaks. */
             if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
                 PyErr_Clear();
             }
@@ -321,8 +314,8 @@ static PyType_Spec batch_spec = {
     .slots = batch_slots,
 };
 
-/* The batch of `loop` for this thread (borrowed from the thread's cache,
- * which keeps it alive), made on first use. */
+/* The batch of `loop` (running in this thread), from the thread's cache,
+ * made on first use.  Borrowed: the cache keeps it alive. */
 static cf_batch *
 get_batch(cf_state *st, PyObject *loop)
 {
@@ -347,68 +340,441 @@ get_batch(cf_state *st, PyObject *loop)
     b->thread_id = PyThread_get_thread_ident();
     b->head = b->tail = NULL;
     b->scheduled = 0;
-    /* Weak: the cache must not keep a finished loop alive.  A queued
-     * node's loop future holds its loop, so the loop outlives its wakeups. */
+    /* Weak: the cache must not keep a finished loop alive.  Bound nodes
+     * hold their loop, so it outlives their wakeups. */
     b->loop_ref = PyWeakref_NewRef(loop, NULL);
     PyObject_GC_Track(b);
     if (b->loop_ref == NULL) {
         Py_DECREF(b);
         return NULL;
     }
-    /* Replacing the previous loop's batch is safe: its queued nodes and a
+    /* Replacing the previous loop's batch is safe: its bound nodes and a
      * scheduled flush hold it. */
     int rc = PyDict_SetItem(tdict, st->batch_key, (PyObject *)b);
     Py_DECREF(b);
     return rc < 0 ? NULL : b;
 }
 
-/* A new future of `loop`, marked as the Task expects of what a coroutine
- * yields (what asyncio.Future.__await__ does before `yield self`). */
-static PyObject *
-new_loop_future(cf_state *st, PyObject *loop)
-{
-    PyObject *lf = PyObject_VectorcallMethod(
-        st->str_create_future, &loop, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-        NULL);
-    if (lf == NULL) {
-        return NULL;
-    }
-    if (PyObject_SetAttr(lf, st->str_blocking, Py_True) < 0) {
-        Py_DECREF(lf);
-        return NULL;
-    }
-    return lf;
-}
-
-static int
-loop_future_cancelled(cf_state *st, PyObject *lf)
-{
-    PyObject *r = PyObject_CallMethodNoArgs(lf, st->str_cancelled);
-    if (r == NULL) {
-        return -1;
-    }
-    int c = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    return c;
-}
+/* ---- the loop-side future protocol ---------------------------------- */
 
 static void
-node_detach(cf_aionode *node)
+node_init(cf_aionode *n, vectorcallfunc vc, int kind)
 {
-    Py_CLEAR(node->loop_future);
-    Py_CLEAR(node->batch);
+    n->vectorcall = vc;
+    n->loop = NULL;
+    n->batch = NULL;
+    n->next = NULL;
+    n->cb0 = n->ctx0 = n->cbs = NULL;
+    n->cancel_msg = NULL;
+    n->queued = 0;
+    n->lstate = LS_PENDING;
+    n->blocking = 0;
+    n->kind = (unsigned char)kind;
 }
 
+/* Bind to `loop`, which runs in this thread. */
 static int
-node_traverse(cf_aionode *node, visitproc visit, void *arg)
+node_bind(cf_state *st, cf_aionode *n, PyObject *loop)
 {
-    Py_VISIT(Py_TYPE(node));
-    Py_VISIT(node->loop_future);
-    Py_VISIT(node->batch);
+    if (n->loop != NULL) {
+        return 0;
+    }
+    cf_batch *b = get_batch(st, loop);
+    if (b == NULL) {
+        return -1;
+    }
+    n->loop = Py_NewRef(loop);
+    n->batch = (cf_batch *)Py_NewRef(b);
     return 0;
 }
 
-/* ---- helpers shared by the iterators -------------------------------- */
+static int
+node_bind_running(cf_state *st, cf_aionode *n)
+{
+    if (n->loop != NULL) {
+        return 0;
+    }
+    PyObject *loop = running_loop(st, 1);
+    if (loop == NULL) {
+        return -1;
+    }
+    int rc = node_bind(st, n, loop);
+    Py_DECREF(loop);
+    return rc;
+}
+
+/* loop.call_soon(fn, node, context=ctx) */
+static int
+schedule_callback(cf_state *st, cf_aionode *n, PyObject *fn, PyObject *ctx)
+{
+    PyObject *args[4] = {NULL, n->loop, fn, (PyObject *)n};
+    PyObject *r;
+    if (ctx != NULL && ctx != Py_None) {
+        PyObject *a2[5] = {NULL, n->loop, fn, (PyObject *)n, ctx};
+        r = PyObject_VectorcallMethod(st->str_call_soon, a2 + 1,
+                                      3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      st->context_kwnames);
+    }
+    else {
+        r = PyObject_VectorcallMethod(st->str_call_soon, args + 1,
+                                      3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      NULL);
+    }
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Schedule every done-callback, as asyncio.Future does on completion. */
+static int
+schedule_callbacks(cf_state *st, cf_aionode *n)
+{
+    PyObject *cb0 = n->cb0, *ctx0 = n->ctx0, *cbs = n->cbs;
+    n->cb0 = n->ctx0 = n->cbs = NULL;
+    int rc = 0;
+    if (cb0 != NULL) {
+        rc = schedule_callback(st, n, cb0, ctx0);
+        Py_DECREF(cb0);
+        Py_XDECREF(ctx0);
+    }
+    if (cbs != NULL) {
+        for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(cbs); i++) {
+            PyObject *t = PyList_GET_ITEM(cbs, i);
+            rc = schedule_callback(st, n, PyTuple_GET_ITEM(t, 0),
+                                   PyTuple_GET_ITEM(t, 1));
+        }
+        Py_DECREF(cbs);
+    }
+    return rc;
+}
+
+static int awaiter_source_cancelled(cf_aionode *n);
+
+/* On the loop thread: the node's outcome is ready; mark it done. */
+static void
+node_complete(cf_state *st, cf_aionode *n)
+{
+    if (n->lstate != LS_PENDING) {
+        return;                   /* cancelled by its awaiter meanwhile */
+    }
+    /* As wrap_future: a cancelled cfutures future cancels the bridge. */
+    n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
+    if (schedule_callbacks(st, n) < 0) {
+        PyErr_WriteUnraisable((PyObject *)n);
+    }
+}
+
+static PyObject *
+make_cancelled_error(cf_state *st, cf_aionode *n)
+{
+    if (aio_import(st) < 0) {
+        return NULL;
+    }
+    if (n->cancel_msg == NULL || n->cancel_msg == Py_None) {
+        return PyObject_CallNoArgs(st->asyncio_CancelledError);
+    }
+    return PyObject_CallOneArg(st->asyncio_CancelledError, n->cancel_msg);
+}
+
+static void
+raise_cancelled(cf_state *st, cf_aionode *n)
+{
+    PyObject *e = make_cancelled_error(st, n);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+}
+
+static int
+raise_invalid_state(cf_state *st, const char *msg)
+{
+    if (aio_import(st) == 0) {
+        PyErr_SetString(st->asyncio_InvalidStateError, msg);
+    }
+    return -1;
+}
+
+/* The kind-specific parts, defined with each kind below. */
+static PyObject *node_outcome(cf_aionode *n);            /* new ref or NULL */
+static PyObject *node_exception(cf_aionode *n);          /* new ref or NULL */
+static int node_cancel_source(cf_state *st, cf_aionode *n);
+
+/* ---- protocol methods (shared by both kinds) ---- */
+
+static PyObject *
+node_get_loop(PyObject *self, PyObject *unused)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (node_bind_running(st, n) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(n->loop);
+}
+
+static int node_start(cf_state *st, cf_aionode *n);
+
+/* add_done_callback(fn, *, context=None) */
+static PyObject *
+node_add_done_callback(PyObject *self, PyObject *const *args,
+                       Py_ssize_t nargs, PyObject *kwnames)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    PyObject *ctx = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs != 1 || nkw > 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_done_callback() takes exactly one positional "
+                        "argument and an optional 'context'");
+        return NULL;
+    }
+    if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0),
+                                             "context") != 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "add_done_callback() got an unexpected keyword "
+                         "argument '%S'", PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        ctx = args[1];
+    }
+    PyObject *fn = args[0];
+    if (node_bind_running(st, n) < 0 || node_start(st, n) < 0) {
+        return NULL;
+    }
+    if (n->lstate != LS_PENDING) {
+        if (schedule_callback(st, n, fn, ctx) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (ctx == NULL || ctx == Py_None) {
+        ctx = PyContext_CopyCurrent();
+        if (ctx == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(ctx);
+    }
+    if (n->cb0 == NULL && n->cbs == NULL) {
+        n->cb0 = Py_NewRef(fn);
+        n->ctx0 = ctx;
+        Py_RETURN_NONE;
+    }
+    PyObject *t = PyTuple_Pack(2, fn, ctx);
+    Py_DECREF(ctx);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (n->cbs == NULL && (n->cbs = PyList_New(0)) == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    int rc = PyList_Append(n->cbs, t);
+    Py_DECREF(t);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+node_remove_done_callback(PyObject *self, PyObject *fn)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    Py_ssize_t removed = 0;
+    if (n->cb0 != NULL) {
+        int eq = PyObject_RichCompareBool(n->cb0, fn, Py_EQ);
+        if (eq < 0) {
+            return NULL;
+        }
+        if (eq) {
+            Py_CLEAR(n->cb0);
+            Py_CLEAR(n->ctx0);
+            removed++;
+        }
+    }
+    if (n->cbs != NULL) {
+        PyObject *keep = PyList_New(0);
+        if (keep == NULL) {
+            return NULL;
+        }
+        PyObject *cbs = Py_NewRef(n->cbs);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
+            PyObject *t = PyList_GET_ITEM(cbs, i);
+            int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(t, 0), fn,
+                                              Py_EQ);
+            if (eq < 0 || (!eq && PyList_Append(keep, t) < 0)) {
+                Py_DECREF(keep);
+                Py_DECREF(cbs);
+                return NULL;
+            }
+            removed += eq;
+        }
+        Py_DECREF(cbs);
+        Py_XSETREF(n->cbs, keep);
+    }
+    return PyLong_FromSsize_t(removed);
+}
+
+static PyObject *
+node_done(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(((cf_aionode *)self)->lstate != LS_PENDING);
+}
+
+static PyObject *
+node_cancelled(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(((cf_aionode *)self)->lstate == LS_CANCELLED);
+}
+
+static PyObject *
+node_result(PyObject *self, PyObject *unused)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (n->lstate == LS_CANCELLED) {
+        raise_cancelled(st, n);
+        return NULL;
+    }
+    if (n->lstate != LS_DONE) {
+        raise_invalid_state(st, "Result is not set.");
+        return NULL;
+    }
+    return node_outcome(n);
+}
+
+static PyObject *
+node_exception_meth(PyObject *self, PyObject *unused)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (n->lstate == LS_CANCELLED) {
+        raise_cancelled(st, n);
+        return NULL;
+    }
+    if (n->lstate != LS_DONE) {
+        raise_invalid_state(st, "Exception is not set.");
+        return NULL;
+    }
+    return node_exception(n);
+}
+
+static int
+node_cancel_impl(cf_state *st, cf_aionode *n, PyObject *msg)
+{
+    if (n->lstate != LS_PENDING) {
+        return 0;
+    }
+    n->lstate = LS_CANCELLED;
+    Py_XSETREF(n->cancel_msg, Py_XNewRef(msg));
+    /* As wrap_future: cancelling the bridge cancels what it waits for,
+     * if that has not started. */
+    if (node_cancel_source(st, n) < 0) {
+        return -1;
+    }
+    if (n->loop != NULL && schedule_callbacks(st, n) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+/* cancel(msg=None) */
+static PyObject *
+node_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *msg = Py_None;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "cancel() takes at most 1 argument");
+        return NULL;
+    }
+    if (nkw == 1 && PyUnicode_CompareWithASCIIString(
+                        PyTuple_GET_ITEM(kwnames, 0), "msg") != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "cancel() got an unexpected keyword argument '%S'",
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (nargs + nkw == 1) {
+        msg = args[0];
+    }
+    int r = node_cancel_impl(st, (cf_aionode *)self, msg);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+node_make_cancelled_error(PyObject *self, PyObject *unused)
+{
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    return make_cancelled_error(st, (cf_aionode *)self);
+}
+
+static PyObject *
+node_get_blocking(PyObject *self, void *closure)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    if (n->loop != NULL) {
+        return PyBool_FromLong(n->blocking);
+    }
+    /* Unbound, outside a running loop (asyncio.run(to_thread(f)), or
+     * loop.run_until_complete): not a future yet, so asyncio takes it as
+     * a coroutine and makes a Task, whose first step binds it. */
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(loop);
+    Py_RETURN_FALSE;
+}
+
+static int
+node_set_blocking(PyObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    int b = PyObject_IsTrue(value);
+    if (b < 0) {
+        return -1;
+    }
+    ((cf_aionode *)self)->blocking = (unsigned char)b;
+    return 0;
+}
+
+static PyObject *
+node_get_cancel_message(PyObject *self, void *closure)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    return Py_NewRef(n->cancel_msg ? n->cancel_msg : Py_None);
+}
+
+static int
+node_set_cancel_message(PyObject *self, PyObject *value, void *closure)
+{
+    Py_XSETREF(((cf_aionode *)self)->cancel_msg, Py_XNewRef(value));
+    return 0;
+}
+
+static PyObject *
+node_get_loop_attr(PyObject *self, void *closure)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    return Py_NewRef(n->loop ? n->loop : Py_None);
+}
+
+/* ---- coroutine side ---- */
 
 /* Raise StopIteration(value) so that `yield from` / Task sees `value`. */
 static void
@@ -459,11 +825,81 @@ fix_stop_iteration(void)
     PyErr_Restore(t2, v2, tb2);
 }
 
-/* gen.throw(typ[, val[, tb]]): raise what was thrown (asyncio's
- * FutureIter.throw does the same). */
-static PyObject *
-raise_thrown(PyObject *const *args, Py_ssize_t nargs)
+/* One step of `await node` (or of a Task running a to_thread call). */
+static PySendResult
+node_send_impl(cf_aionode *n, PyObject **presult)
 {
+    cf_state *st = PyType_GetModuleState(Py_TYPE(n));
+    *presult = NULL;
+    if (n->lstate == LS_PENDING) {
+        if (node_start(st, n) < 0) {
+            return PYGEN_ERROR;
+        }
+    }
+    if (n->lstate == LS_CANCELLED) {
+        raise_cancelled(st, n);
+        return PYGEN_ERROR;
+    }
+    if (n->lstate == LS_PENDING) {
+        /* What asyncio.Future.__await__ does: yield ourselves, marked, and
+         * the Task adds its wakeup as our done-callback. */
+        n->blocking = 1;
+        *presult = Py_NewRef((PyObject *)n);
+        return PYGEN_NEXT;
+    }
+    PyObject *r = node_outcome(n);
+    if (r == NULL) {
+        fix_stop_iteration();
+        return PYGEN_ERROR;
+    }
+    *presult = r;
+    return PYGEN_RETURN;
+}
+
+static PySendResult
+node_am_send(PyObject *self, PyObject *arg, PyObject **presult)
+{
+    return node_send_impl((cf_aionode *)self, presult);
+}
+
+static PyObject *
+node_iternext(PyObject *self)
+{
+    PyObject *r;
+    PySendResult s = node_send_impl((cf_aionode *)self, &r);
+    if (s == PYGEN_RETURN) {
+        if (r != Py_None) {
+            set_stop_iteration(r);
+        }
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* send(value): what a Task calls on its coroutine. */
+static PyObject *
+node_send(PyObject *self, PyObject *value)
+{
+    PyObject *r;
+    PySendResult s = node_send_impl((cf_aionode *)self, &r);
+    if (s == PYGEN_RETURN) {
+        set_stop_iteration(r);
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* throw(typ[, val[, tb]]): raise what was thrown.  The Task throws in
+ * the exception of the future it waited on (us), or CancelledError when
+ * it is cancelled before it waits: then cancel, as asyncio.to_thread's
+ * task would never have submitted the call. */
+static PyObject *
+node_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
     if (nargs < 1 || nargs > 3) {
         PyErr_Format(PyExc_TypeError,
                      "throw expected at least 1 argument, got %zd", nargs);
@@ -508,6 +944,12 @@ raise_thrown(PyObject *const *args, Py_ssize_t nargs)
                         "or instances of such a class");
         goto fail;
     }
+    if (n->lstate == LS_PENDING && aio_import(st) == 0
+        && PyObject_IsSubclass(type, st->asyncio_CancelledError) == 1) {
+        if (node_cancel_impl(st, n, NULL) < 0) {
+            PyErr_WriteUnraisable(self);
+        }
+    }
     PyErr_Restore(type, val, tb);
     return NULL;
 fail:
@@ -517,170 +959,104 @@ fail:
     return NULL;
 }
 
-/* ---- Future.__await__: the awaiter ---------------------------------- */
+static PyObject *
+node_close(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
 
-enum { AW_INIT, AW_WAITING, AW_DONE };
+static PyObject *
+node_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int
+node_traverse(cf_aionode *n, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(n));
+    Py_VISIT(n->loop);
+    Py_VISIT(n->batch);
+    Py_VISIT(n->cb0);
+    Py_VISIT(n->ctx0);
+    Py_VISIT(n->cbs);
+    Py_VISIT(n->cancel_msg);
+    return 0;
+}
+
+static void
+node_clear(cf_aionode *n)
+{
+    Py_CLEAR(n->loop);
+    Py_CLEAR(n->batch);
+    Py_CLEAR(n->cb0);
+    Py_CLEAR(n->ctx0);
+    Py_CLEAR(n->cbs);
+    Py_CLEAR(n->cancel_msg);
+}
+
+#define NODE_METHODS                                                       \
+    {"get_loop", node_get_loop, METH_NOARGS, NULL},                        \
+    {"add_done_callback", (PyCFunction)(void (*)(void))                    \
+     node_add_done_callback, METH_FASTCALL | METH_KEYWORDS, NULL},         \
+    {"remove_done_callback", node_remove_done_callback, METH_O, NULL},     \
+    {"done", node_done, METH_NOARGS, NULL},                                \
+    {"cancelled", node_cancelled, METH_NOARGS, NULL},                      \
+    {"result", node_result, METH_NOARGS, NULL},                            \
+    {"exception", node_exception_meth, METH_NOARGS, NULL},                 \
+    {"cancel", (PyCFunction)(void (*)(void))node_cancel,                   \
+     METH_FASTCALL | METH_KEYWORDS, NULL},                                 \
+    {"_make_cancelled_error", node_make_cancelled_error, METH_NOARGS,      \
+     NULL},                                                                \
+    {"send", node_send, METH_O, NULL},                                     \
+    {"throw", (PyCFunction)(void (*)(void))node_throw, METH_FASTCALL,      \
+     NULL},                                                                \
+    {"close", node_close, METH_NOARGS, NULL},
+
+#define NODE_GETSET                                                        \
+    {"_asyncio_future_blocking", node_get_blocking, node_set_blocking,     \
+     NULL, NULL},                                                          \
+    {"_cancel_message", node_get_cancel_message, node_set_cancel_message,  \
+     NULL, NULL},                                                          \
+    {"_loop", node_get_loop_attr, NULL, NULL, NULL},
+
+#define NODE_MEMBERS                                                       \
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(cf_aionode, vectorcall), \
+     READONLY, NULL},
+
+/* ---- Future.__await__: the awaiter ---------------------------------- */
 
 typedef struct {
     cf_aionode node;
     cf_future *future;
-    unsigned char state;
+    unsigned char registered;     /* our done-callback is on the future */
 } cf_awaiter;
 
-/* The outcome of the (done) future, as `await` delivers it. */
-static PySendResult
-awaiter_outcome(cf_state *st, cf_awaiter *aw, PyObject **presult)
+static int
+awaiter_source_cancelled(cf_aionode *n)
+{
+    if (n->kind != NODE_AWAITER) {
+        return 0;
+    }
+    cf_future *f = ((cf_awaiter *)n)->future;
+    return f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED;
+}
+
+/* The future's outcome, as `await` delivers it. */
+static PyObject *
+awaiter_outcome(cf_awaiter *aw)
 {
     cf_future *f = aw->future;
-    aw->state = AW_DONE;
-    node_detach(&aw->node);
     if (f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED) {
         /* As wrap_future: a cancelled future cancels the awaiter. */
-        if (aio_import(st) == 0) {
-            PyErr_SetNone(st->asyncio_CancelledError);
-        }
-        *presult = NULL;
-        return PYGEN_ERROR;
-    }
-    PyObject *r;
-    if (f->exception == NULL) {
-        r = Py_NewRef(f->result != NULL ? f->result : Py_None);
-    }
-    else {
-        r = cf_future_get_result(f);
-    }
-    if (r == NULL) {
-        fix_stop_iteration();
-        *presult = NULL;
-        return PYGEN_ERROR;
-    }
-    *presult = r;
-    return PYGEN_RETURN;
-}
-
-static PySendResult
-awaiter_send_impl(cf_awaiter *aw, PyObject **presult)
-{
-    *presult = NULL;
-    if (aw->state == AW_DONE) {
-        /* Exhausted, like a finished generator. */
-        *presult = Py_NewRef(Py_None);
-        return PYGEN_RETURN;
-    }
-    cf_state *st = PyType_GetModuleState(Py_TYPE(aw));
-    if (cf_future_is_done(aw->future)) {
-        /* The fast path: a finished future never touches the loop. */
-        return awaiter_outcome(st, aw, presult);
-    }
-    PyObject *loop = running_loop(st);
-    if (loop == NULL) {
-        return PYGEN_ERROR;
-    }
-    if (aw->state == AW_WAITING) {
-        /* Woken but the future is still pending: only a driver other than
-         * a Task can do this.  Wait again on a fresh loop future; the
-         * done-callback registered before still posts this node. */
-        if (aw->node.loop_future != NULL) {
-            PyObject *lf = new_loop_future(st, loop);
-            Py_DECREF(loop);
-            if (lf == NULL) {
-                return PYGEN_ERROR;
-            }
-            Py_SETREF(aw->node.loop_future, Py_NewRef(lf));
-            *presult = lf;
-            return PYGEN_NEXT;
-        }
-        Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError, "awaiter was detached");
-        return PYGEN_ERROR;
-    }
-    cf_batch *b = get_batch(st, loop);
-    if (b == NULL) {
-        Py_DECREF(loop);
-        return PYGEN_ERROR;
-    }
-    PyObject *lf = new_loop_future(st, loop);
-    Py_DECREF(loop);
-    if (lf == NULL) {
-        return PYGEN_ERROR;
-    }
-    aw->node.loop_future = Py_NewRef(lf);
-    aw->node.batch = (cf_batch *)Py_NewRef(b);
-    aw->state = AW_WAITING;
-    /* The awaiter itself is the done-callback: nothing else to allocate.
-     * If the future finished meanwhile, it posts right away. */
-    if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
-        aw->state = AW_DONE;
-        node_detach(&aw->node);
-        Py_DECREF(lf);
-        return PYGEN_ERROR;
-    }
-    *presult = lf;
-    return PYGEN_NEXT;
-}
-
-static PySendResult
-awaiter_am_send(PyObject *self, PyObject *arg, PyObject **presult)
-{
-    return awaiter_send_impl((cf_awaiter *)self, presult);
-}
-
-static PyObject *
-awaiter_iternext(PyObject *self)
-{
-    PyObject *r;
-    PySendResult s = awaiter_send_impl((cf_awaiter *)self, &r);
-    if (s == PYGEN_RETURN) {
-        if (r != Py_None) {
-            set_stop_iteration(r);
-        }
-        Py_DECREF(r);
-        return NULL;
-    }
-    return r;
-}
-
-static PyObject *
-awaiter_send(PyObject *self, PyObject *value)
-{
-    PyObject *r;
-    PySendResult s = awaiter_send_impl((cf_awaiter *)self, &r);
-    if (s == PYGEN_RETURN) {
-        set_stop_iteration(r);
-        Py_DECREF(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* The Task throws CancelledError in when it is cancelled: as wrap_future
- * does, a cancelled loop future cancels the cfutures future. */
-static PyObject *
-awaiter_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    cf_awaiter *aw = (cf_awaiter *)self;
-    if (aw->state == AW_WAITING && aw->node.loop_future != NULL) {
         cf_state *st = PyType_GetModuleState(Py_TYPE(aw));
-        int c = loop_future_cancelled(st, aw->node.loop_future);
-        if (c < 0) {
-            return NULL;
-        }
-        if (c && cf_future_cancel(aw->future) < 0) {
-            return NULL;
-        }
+        raise_cancelled(st, &aw->node);
+        return NULL;
     }
-    aw->state = AW_DONE;
-    node_detach(&aw->node);
-    return raise_thrown(args, nargs);
-}
-
-static PyObject *
-awaiter_close(PyObject *self, PyObject *unused)
-{
-    cf_awaiter *aw = (cf_awaiter *)self;
-    aw->state = AW_DONE;
-    node_detach(&aw->node);
-    Py_RETURN_NONE;
+    if (f->exception == NULL) {
+        return Py_NewRef(f->result != NULL ? f->result : Py_None);
+    }
+    return cf_future_get_result(f);
 }
 
 /* Called by the future when it completes: post the wakeup. */
@@ -693,6 +1069,32 @@ awaiter_callback(PyObject *self, PyObject *const *args, size_t nargsf,
 }
 
 static int
+awaiter_start(cf_state *st, cf_awaiter *aw)
+{
+    if (cf_future_is_done(aw->future)) {
+        /* The fast path: a finished future never touches the loop.  (Any
+         * callbacks, from a caller that did not wait for our wakeup, are
+         * scheduled on the bound loop.) */
+        node_complete(st, &aw->node);
+        return 0;
+    }
+    if (aw->registered) {
+        return 0;
+    }
+    if (node_bind_running(st, &aw->node) < 0) {
+        return -1;
+    }
+    aw->registered = 1;
+    /* The awaiter itself is the done-callback: nothing else to allocate.
+     * If the future finished meanwhile, it posts right away. */
+    if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
+        aw->registered = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static int
 awaiter_traverse(cf_awaiter *aw, visitproc visit, void *arg)
 {
     Py_VISIT(aw->future);
@@ -702,7 +1104,7 @@ awaiter_traverse(cf_awaiter *aw, visitproc visit, void *arg)
 static int
 awaiter_clear(cf_awaiter *aw)
 {
-    node_detach(&aw->node);
+    node_clear(&aw->node);
     Py_CLEAR(aw->future);
     return 0;
 }
@@ -717,6 +1119,15 @@ awaiter_dealloc(cf_awaiter *aw)
     Py_DECREF(tp);
 }
 
+static PyObject *
+awaiter_repr(cf_awaiter *aw)
+{
+    static const char *names[] = {"pending", "finished", "cancelled"};
+    return PyUnicode_FromFormat("<cfutures awaiter %s of %R>",
+                                names[aw->node.lstate],
+                                (PyObject *)aw->future);
+}
+
 PyObject *
 cf_future_await(PyObject *self)
 {
@@ -728,41 +1139,42 @@ cf_future_await(PyObject *self)
     if (aw == NULL) {
         return NULL;
     }
-    aw->node.vectorcall = awaiter_callback;
-    aw->node.loop_future = NULL;
-    aw->node.batch = NULL;
-    aw->node.next = NULL;
-    aw->node.queued = 0;
+    node_init(&aw->node, awaiter_callback, NODE_AWAITER);
     aw->future = (cf_future *)Py_NewRef(self);
-    aw->state = AW_INIT;
+    aw->registered = 0;
     PyObject_GC_Track(aw);
     return (PyObject *)aw;
 }
 
 static PyMethodDef awaiter_methods[] = {
-    {"send", awaiter_send, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))awaiter_throw, METH_FASTCALL,
-     NULL},
-    {"close", awaiter_close, METH_NOARGS, NULL},
+    NODE_METHODS
     {NULL, NULL, 0, NULL},
 };
 
+static PyGetSetDef awaiter_getset[] = {
+    NODE_GETSET
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMemberDef awaiter_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(cf_aionode, vectorcall),
-     READONLY, NULL},
+    NODE_MEMBERS
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyType_Slot awaiter_slots[] = {
-    {Py_tp_doc, "What Future.__await__ returns."},
+    {Py_tp_doc, "What Future.__await__ returns: the future's stand-in on "
+                "the awaiting loop."},
     {Py_tp_dealloc, awaiter_dealloc},
     {Py_tp_traverse, awaiter_traverse},
     {Py_tp_clear, awaiter_clear},
+    {Py_tp_repr, awaiter_repr},
     {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, awaiter_iternext},
-    {Py_am_send, awaiter_am_send},
+    {Py_tp_iternext, node_iternext},
+    {Py_am_await, node_await},
+    {Py_am_send, node_am_send},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_methods, awaiter_methods},
+    {Py_tp_getset, awaiter_getset},
     {Py_tp_members, awaiter_members},
     {0, NULL},
 };
@@ -778,22 +1190,19 @@ static PyType_Spec awaiter_spec = {
 
 /* ---- to_thread ------------------------------------------------------ */
 
-enum { AC_NEW, AC_SUBMITTED, AC_DONE };
-
-/* One to_thread() call: a coroutine-like object for the loop (send, throw,
- * close, __await__) and, for the pool, the callable that runs fn in the
- * copied context and posts the outcome straight to the loop's batch. */
+/* One to_thread() call: a loop-side future and a coroutine for the loop,
+ * and for the pool the callable that runs fn in the copied context and
+ * posts straight to the loop's batch. */
 typedef struct {
     cf_aionode node;
     PyObject *callargs;       /* (fn, *args, *kwvalues); NULL once run */
     PyObject *kwnames;        /* NULL or a tuple of str */
-    PyObject *context;        /* contextvars.copy_context() at first step */
-    PyObject *result;
+    PyObject *context;        /* contextvars.copy_context() at the start */
+    PyObject *result;         /* set by the worker */
     PyObject *exception;
     PyObject *pool_future;    /* what pool.submit() returned, to cancel */
     Py_ssize_t nargs;
-    unsigned char state;
-    unsigned char ran;        /* outcome stored (set by the worker) */
+    unsigned char submitted;
 } cf_aiocall;
 
 /* Run by a pool worker: fn(*args, **kwargs) in the copied context. */
@@ -802,8 +1211,8 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
             PyObject *unused_kw)
 {
     cf_aiocall *c = (cf_aiocall *)self;
-    if (c->callargs == NULL || c->ran) {
-        Py_RETURN_NONE;
+    if (c->callargs == NULL) {
+        Py_RETURN_NONE;           /* ran already */
     }
     PyObject *callargs = c->callargs;
     PyObject *kwnames = c->kwnames;
@@ -833,7 +1242,6 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
         Py_XDECREF(tb);
         c->exception = value;
     }
-    c->ran = 1;
     /* The arguments may be big or hold resources: drop them here, as the
      * stdlib's work item does, not when the awaiter lets go. */
     Py_DECREF(callargs);
@@ -893,131 +1301,63 @@ pick_pool(cf_state *st, PyObject *loop)
     return pool;
 }
 
-static PySendResult
-aiocall_outcome(cf_aiocall *c, PyObject **presult)
+/* Submit the call (bound to a running loop) to its pool.  A failing
+ * submit (a pool shut down) becomes the call's exception, as with
+ * run_in_executor inside asyncio.to_thread. */
+static int
+aiocall_start(cf_state *st, cf_aiocall *c)
 {
-    c->state = AC_DONE;
-    node_detach(&c->node);
-    Py_CLEAR(c->pool_future);
-    if (c->exception != NULL) {
-        PyObject *e = c->exception;
-        c->exception = NULL;
-        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
-        Py_DECREF(e);
-        fix_stop_iteration();
-        *presult = NULL;
-        return PYGEN_ERROR;
+    if (c->submitted) {
+        return 0;
     }
-    *presult = c->result != NULL ? c->result : Py_NewRef(Py_None);
-    c->result = NULL;
-    return PYGEN_RETURN;
-}
-
-static PySendResult
-aiocall_send_impl(cf_aiocall *c, PyObject **presult)
-{
-    *presult = NULL;
-    if (c->state == AC_SUBMITTED && c->ran) {
-        return aiocall_outcome(c, presult);
-    }
-    if (c->state == AC_DONE) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "cannot reuse already awaited coroutine");
-        return PYGEN_ERROR;
-    }
-    if (c->state == AC_SUBMITTED) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "coroutine is being awaited already");
-        return PYGEN_ERROR;
-    }
-    cf_state *st = PyType_GetModuleState(Py_TYPE(c));
-    PyObject *loop = running_loop(st);
-    if (loop == NULL) {
-        goto fail;
-    }
-    cf_batch *b = get_batch(st, loop);
-    PyObject *pool = b ? pick_pool(st, loop) : NULL;
-    if (pool == NULL) {
-        Py_DECREF(loop);
-        goto fail;
-    }
-    PyObject *lf = new_loop_future(st, loop);
-    Py_DECREF(loop);
-    if (lf == NULL) {
-        Py_DECREF(pool);
-        goto fail;
+    if (node_bind_running(st, &c->node) < 0) {
+        return -1;
     }
     c->context = PyContext_CopyCurrent();
     if (c->context == NULL) {
-        Py_DECREF(lf);
-        Py_DECREF(pool);
-        goto fail;
+        return -1;
     }
-    /* Ready before submit: a worker may finish and post before submit()
-     * returns. */
-    c->node.loop_future = Py_NewRef(lf);
-    c->node.batch = (cf_batch *)Py_NewRef(b);
-    c->state = AC_SUBMITTED;
+    PyObject *pool = pick_pool(st, c->node.loop);
+    if (pool == NULL) {
+        return -1;
+    }
+    c->submitted = 1;
     PyObject *args[2] = {pool, (PyObject *)c};
     PyObject *pf = PyObject_VectorcallMethod(
         st->str_submit, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(pool);
     if (pf == NULL) {
-        Py_DECREF(lf);
-        goto fail;
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        Py_CLEAR(c->callargs);
+        Py_CLEAR(c->kwnames);
+        Py_CLEAR(c->context);
+        c->exception = value;
+        /* On the loop thread: complete now; callbacks run soon. */
+        node_complete(st, &c->node);
+        return 0;
     }
     Py_XSETREF(c->pool_future, pf);
-    *presult = lf;
-    return PYGEN_NEXT;
-fail:
-    c->state = AC_DONE;
-    node_detach(&c->node);
-    Py_CLEAR(c->callargs);
-    Py_CLEAR(c->kwnames);
-    Py_CLEAR(c->context);
-    return PYGEN_ERROR;
-}
-
-static PySendResult
-aiocall_am_send(PyObject *self, PyObject *arg, PyObject **presult)
-{
-    return aiocall_send_impl((cf_aiocall *)self, presult);
+    return 0;
 }
 
 static PyObject *
-aiocall_iternext(PyObject *self)
+aiocall_outcome(cf_aiocall *c)
 {
-    PyObject *r;
-    PySendResult s = aiocall_send_impl((cf_aiocall *)self, &r);
-    if (s == PYGEN_RETURN) {
-        if (r != Py_None) {
-            set_stop_iteration(r);
-        }
-        Py_DECREF(r);
+    if (c->exception != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(c->exception), c->exception);
         return NULL;
     }
-    return r;
-}
-
-/* What a Task calls when this is its coroutine (create_task(to_thread())). */
-static PyObject *
-aiocall_send(PyObject *self, PyObject *value)
-{
-    cf_aiocall *c = (cf_aiocall *)self;
-    if (c->state == AC_NEW && value != Py_None) {
-        PyErr_SetString(PyExc_TypeError,
-                        "can't send non-None value to a just-started "
-                        "coroutine");
-        return NULL;
-    }
-    PyObject *r;
-    PySendResult s = aiocall_send_impl(c, &r);
-    if (s == PYGEN_RETURN) {
-        set_stop_iteration(r);
-        Py_DECREF(r);
-        return NULL;
-    }
-    return r;
+    return Py_NewRef(c->result != NULL ? c->result : Py_None);
 }
 
 static int
@@ -1029,61 +1369,6 @@ cancel_pool_future(cf_state *st, PyObject *pf)
     PyObject *r = PyObject_CallMethod(pf, "cancel", NULL);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
-}
-
-/* As asyncio.to_thread: cancelling the awaiting task cancels the call if
- * it has not started; one already running runs to its end, unawaited. */
-static PyObject *
-aiocall_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    cf_aiocall *c = (cf_aiocall *)self;
-    if (c->state == AC_SUBMITTED && c->node.loop_future != NULL
-        && c->pool_future != NULL) {
-        cf_state *st = PyType_GetModuleState(Py_TYPE(c));
-        int cancelled = loop_future_cancelled(st, c->node.loop_future);
-        if (cancelled < 0) {
-            return NULL;
-        }
-        if (cancelled && cancel_pool_future(st, c->pool_future) < 0) {
-            return NULL;
-        }
-    }
-    c->state = AC_DONE;
-    node_detach(&c->node);
-    Py_CLEAR(c->pool_future);
-    Py_CLEAR(c->result);
-    Py_CLEAR(c->exception);
-    return raise_thrown(args, nargs);
-}
-
-static PyObject *
-aiocall_close(PyObject *self, PyObject *unused)
-{
-    cf_aiocall *c = (cf_aiocall *)self;
-    c->state = AC_DONE;
-    node_detach(&c->node);
-    Py_CLEAR(c->pool_future);
-    Py_CLEAR(c->result);
-    Py_CLEAR(c->exception);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-aiocall_await(PyObject *self)
-{
-    return Py_NewRef(self);
-}
-
-static PyObject *
-aiocall_get_name(PyObject *self, void *closure)
-{
-    return PyUnicode_FromString("to_thread");
-}
-
-static PyObject *
-aiocall_get_running(PyObject *self, void *closure)
-{
-    Py_RETURN_FALSE;
 }
 
 static int
@@ -1101,7 +1386,7 @@ aiocall_traverse(cf_aiocall *c, visitproc visit, void *arg)
 static int
 aiocall_clear(cf_aiocall *c)
 {
-    node_detach(&c->node);
+    node_clear(&c->node);
     Py_CLEAR(c->callargs);
     Py_CLEAR(c->kwnames);
     Py_CLEAR(c->context);
@@ -1121,15 +1406,34 @@ aiocall_dealloc(cf_aiocall *c)
     Py_DECREF(tp);
 }
 
+static PyObject *
+aiocall_repr(cf_aiocall *c)
+{
+    static const char *names[] = {"pending", "finished", "cancelled"};
+    PyObject *fn = c->callargs ? PyTuple_GET_ITEM(c->callargs, 0) : Py_None;
+    return PyUnicode_FromFormat("<cfutures.to_thread %s %R>",
+                                names[c->node.lstate], fn);
+}
+
+static PyObject *
+aiocall_get_name(PyObject *self, void *closure)
+{
+    return PyUnicode_FromString("to_thread");
+}
+
+static PyObject *
+aiocall_get_running(PyObject *self, void *closure)
+{
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef aiocall_methods[] = {
-    {"send", aiocall_send, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))aiocall_throw, METH_FASTCALL,
-     NULL},
-    {"close", aiocall_close, METH_NOARGS, NULL},
+    NODE_METHODS
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef aiocall_getset[] = {
+    NODE_GETSET
     {"__name__", aiocall_get_name, NULL, NULL, NULL},
     {"__qualname__", aiocall_get_name, NULL, NULL, NULL},
     {"cr_running", aiocall_get_running, NULL, NULL, NULL},
@@ -1137,20 +1441,21 @@ static PyGetSetDef aiocall_getset[] = {
 };
 
 static PyMemberDef aiocall_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(cf_aionode, vectorcall),
-     READONLY, NULL},
+    NODE_MEMBERS
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyType_Slot aiocall_slots[] = {
-    {Py_tp_doc, "A cfutures.to_thread() call: await it, or make it a task."},
+    {Py_tp_doc, "A cfutures.to_thread() call: await it, gather it, or make "
+                "it a task."},
     {Py_tp_dealloc, aiocall_dealloc},
     {Py_tp_traverse, aiocall_traverse},
     {Py_tp_clear, aiocall_clear},
+    {Py_tp_repr, aiocall_repr},
     {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, aiocall_iternext},
-    {Py_am_await, aiocall_await},
-    {Py_am_send, aiocall_am_send},
+    {Py_tp_iternext, node_iternext},
+    {Py_am_await, node_await},
+    {Py_am_send, node_am_send},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_methods, aiocall_methods},
     {Py_tp_getset, aiocall_getset},
@@ -1166,6 +1471,63 @@ static PyType_Spec aiocall_spec = {
              | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = aiocall_slots,
 };
+
+/* ---- the kind-specific dispatch ------------------------------------- */
+
+static int
+node_start(cf_state *st, cf_aionode *n)
+{
+    if (n->lstate != LS_PENDING) {
+        return 0;
+    }
+    if (n->kind == NODE_AWAITER) {
+        return awaiter_start(st, (cf_awaiter *)n);
+    }
+    return aiocall_start(st, (cf_aiocall *)n);
+}
+
+static PyObject *
+node_outcome(cf_aionode *n)
+{
+    if (n->kind == NODE_AWAITER) {
+        return awaiter_outcome((cf_awaiter *)n);
+    }
+    return aiocall_outcome((cf_aiocall *)n);
+}
+
+static PyObject *
+node_exception(cf_aionode *n)
+{
+    if (n->kind == NODE_AWAITER) {
+        cf_future *f = ((cf_awaiter *)n)->future;
+        return Py_NewRef(f->exception ? f->exception : Py_None);
+    }
+    cf_aiocall *c = (cf_aiocall *)n;
+    return Py_NewRef(c->exception ? c->exception : Py_None);
+}
+
+static int
+node_cancel_source(cf_state *st, cf_aionode *n)
+{
+    if (n->kind == NODE_AWAITER) {
+        cf_awaiter *aw = (cf_awaiter *)n;
+        return cf_future_cancel(aw->future) < 0 ? -1 : 0;
+    }
+    cf_aiocall *c = (cf_aiocall *)n;
+    if (c->pool_future != NULL) {
+        PyObject *pf = c->pool_future;
+        c->pool_future = NULL;
+        int rc = cancel_pool_future(st, pf);
+        Py_DECREF(pf);
+        return rc;
+    }
+    if (!c->submitted) {
+        /* Never to run: drop the arguments now. */
+        Py_CLEAR(c->callargs);
+        Py_CLEAR(c->kwnames);
+    }
+    return 0;
+}
 
 /* to_thread(fn, /, *args, **kwargs) */
 static PyObject *
@@ -1192,11 +1554,7 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         Py_DECREF(callargs);
         return NULL;
     }
-    c->node.vectorcall = aiocall_run;
-    c->node.loop_future = NULL;
-    c->node.batch = NULL;
-    c->node.next = NULL;
-    c->node.queued = 0;
+    node_init(&c->node, aiocall_run, NODE_CALL);
     c->callargs = callargs;
     c->kwnames = nkw ? Py_NewRef(kwnames) : NULL;
     c->context = NULL;
@@ -1204,9 +1562,24 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->exception = NULL;
     c->pool_future = NULL;
     c->nargs = nargs - 1;
-    c->state = AC_NEW;
-    c->ran = 0;
+    c->submitted = 0;
     PyObject_GC_Track(c);
+    /* Started now when called in a running loop, as run_in_executor
+     * does; else (asyncio.run(to_thread(f))) by the Task's first step. */
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        return (PyObject *)c;
+    }
+    int rc = node_bind(st, &c->node, loop);
+    Py_DECREF(loop);
+    if (rc < 0 || aiocall_start(st, c) < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
     return (PyObject *)c;
 }
 
@@ -1236,7 +1609,7 @@ aio_shared_pool(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (nargs >= 1 && !PyObject_IsTrue(args[0])) {
         Py_RETURN_NONE;
     }
-    /* Py_None has no _default_executor: this makes the shared pool. */
+    /* None has no _default_executor: this makes the shared pool. */
     return pick_pool(st, Py_None);
 }
 
@@ -1258,8 +1631,10 @@ static PyMethodDef aio_functions[] = {
      "result.\n\nThe counterpart of asyncio.to_thread: context variables "
      "are copied, keyword arguments passed.  It runs on the loop's default "
      "executor when that is a cfutures pool (see install()), else on a "
-     "shared pool.  The returned object is a coroutine: await it, or pass "
-     "it to asyncio.create_task, gather or TaskGroup.create_task."},
+     "shared pool.  Called in a running loop, it submits at once (as "
+     "run_in_executor does) and returns an awaitable that is both an "
+     "asyncio future and a coroutine: await it, gather it, or pass it to "
+     "asyncio.create_task or TaskGroup.create_task."},
     {"_aio_configure", aio_configure, METH_O, NULL},
     {"_aio_shared_pool", (PyCFunction)(void (*)(void))aio_shared_pool,
      METH_FASTCALL, NULL},
@@ -1286,6 +1661,10 @@ cf_aio_setup(PyObject *module, cf_state *st)
     INTERN(str_submit, "submit");
     INTERN(str_default_executor, "_default_executor");
 #undef INTERN
+    st->context_kwnames = Py_BuildValue("(s)", "context");
+    if (st->context_kwnames == NULL) {
+        return -1;
+    }
 #define TYPE(field, spec)                                               \
     do {                                                                \
         st->field = (PyTypeObject *)PyType_FromModuleAndSpec(           \

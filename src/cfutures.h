@@ -65,6 +65,7 @@ typedef struct {
     PyObject *str_cancelled;
     PyObject *str_submit;
     PyObject *str_default_executor;
+    PyObject *context_kwnames;        /* ("context",) */
 } cf_state;
 
 extern PyModuleDef cf_module_def;
