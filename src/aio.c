@@ -796,33 +796,50 @@ set_stop_iteration(PyObject *value)
     PyErr_SetObject(PyExc_StopIteration, value);
 }
 
-/* A StopIteration escaping an iterator would read as its return value:
- * re-raise it as RuntimeError, as a generator does (PEP 479).  (The
- * stdlib's wrap_future cannot deliver it at all: asyncio.Future refuses
- * StopIteration and the awaiter hangs.) */
-static void
-fix_stop_iteration(void)
+/* A StopIteration escaping an iterator would read as its return value,
+ * and asyncio.Future refuses it (set_exception raises TypeError, so with
+ * the stdlib's wrap_future the awaiter hangs): deliver it as a generator
+ * does (PEP 479), a RuntimeError caused by it.  New ref. */
+static PyObject *
+convert_stop_iteration(PyObject *exc)
 {
-    if (!PyErr_ExceptionMatches(PyExc_StopIteration)
-        && !PyErr_ExceptionMatches(PyExc_StopAsyncIteration)) {
-        return;
+    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_StopIteration)
+        && !PyObject_TypeCheck(exc,
+                               (PyTypeObject *)PyExc_StopAsyncIteration)) {
+        return Py_NewRef(exc);
     }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
+    PyObject *r = PyObject_CallFunction(
+        PyExc_RuntimeError, "s", Py_TYPE(exc)->tp_name);
+    if (r == NULL) {
+        return NULL;
     }
-    PyErr_Format(PyExc_RuntimeError, "%s raised by the awaited call",
-                 ((PyTypeObject *)type)->tp_name);
-    PyObject *t2, *v2, *tb2;
-    PyErr_Fetch(&t2, &v2, &tb2);
-    PyErr_NormalizeException(&t2, &v2, &tb2);
-    PyException_SetCause(v2, Py_NewRef(value));
-    PyException_SetContext(v2, value);
-    Py_DECREF(type);
-    Py_XDECREF(tb);
-    PyErr_Restore(t2, v2, tb2);
+    PyObject *msg = PyUnicode_FromFormat("%s raised by the awaited call",
+                                         Py_TYPE(exc)->tp_name);
+    if (msg == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, msg);
+    Py_DECREF(msg);
+    if (args == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    Py_SETREF(((PyBaseExceptionObject *)r)->args, args);
+    PyException_SetCause(r, Py_NewRef(exc));
+    PyException_SetContext(r, Py_NewRef(exc));
+    return r;
+}
+
+/* Raise the stored exception `exc`, converted as above. */
+static void
+raise_stored_exception(PyObject *exc)
+{
+    PyObject *e = convert_stop_iteration(exc);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
 }
 
 /* One step of `await node` (or of a Task running a to_thread call). */
@@ -849,7 +866,6 @@ node_send_impl(cf_aionode *n, PyObject **presult)
     }
     PyObject *r = node_outcome(n);
     if (r == NULL) {
-        fix_stop_iteration();
         return PYGEN_ERROR;
     }
     *presult = r;
@@ -1055,6 +1071,10 @@ awaiter_outcome(cf_awaiter *aw)
     }
     if (f->exception == NULL) {
         return Py_NewRef(f->result != NULL ? f->result : Py_None);
+    }
+    if (PyExceptionInstance_Check(f->exception)) {
+        raise_stored_exception(f->exception);
+        return NULL;
     }
     return cf_future_get_result(f);
 }
@@ -1354,7 +1374,7 @@ static PyObject *
 aiocall_outcome(cf_aiocall *c)
 {
     if (c->exception != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(c->exception), c->exception);
+        raise_stored_exception(c->exception);
         return NULL;
     }
     return Py_NewRef(c->result != NULL ? c->result : Py_None);
@@ -1498,12 +1518,17 @@ node_outcome(cf_aionode *n)
 static PyObject *
 node_exception(cf_aionode *n)
 {
+    PyObject *exc;
     if (n->kind == NODE_AWAITER) {
-        cf_future *f = ((cf_awaiter *)n)->future;
-        return Py_NewRef(f->exception ? f->exception : Py_None);
+        exc = ((cf_awaiter *)n)->future->exception;
     }
-    cf_aiocall *c = (cf_aiocall *)n;
-    return Py_NewRef(c->exception ? c->exception : Py_None);
+    else {
+        exc = ((cf_aiocall *)n)->exception;
+    }
+    if (exc == NULL || !PyExceptionInstance_Check(exc)) {
+        return Py_NewRef(exc ? exc : Py_None);
+    }
+    return convert_stop_iteration(exc);
 }
 
 static int
