@@ -930,3 +930,46 @@ def test_ext_to_thread_shut_down_pool_raises(run):
         with pytest.raises(RuntimeError):
             await cfutures.to_thread(abs, 1)
     run(go)
+
+
+def test_ext_no_reference_leaks(run):
+    # Everything handed in or out loses its references: arguments,
+    # results, exceptions, the future, across every path.
+    arg, res = object(), object()
+    msg = object()
+
+    def fn(a, *, k):
+        return res
+
+    def raise_it():
+        raise ValueError(msg)           # a fresh one: a raised instance
+                                        # keeps growing its traceback
+
+    async def go():
+        for _ in range(50):
+            assert await cfutures.to_thread(fn, arg, k=arg) is res
+            with pytest.raises(ValueError):
+                await cfutures.to_thread(raise_it)
+            await asyncio.gather(cfutures.to_thread(fn, arg, k=arg),
+                                 cfutures.to_thread(raise_it),
+                                 return_exceptions=True)
+            f = cfutures.Future()
+            later(0, f.set_result, res)
+            assert await f is res
+            g = cfutures.Future()
+            t = asyncio.ensure_future(g)
+            await asyncio.sleep(0)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            c = cfutures.to_thread(fn, arg, k=arg)
+            c.cancel()
+        await asyncio.sleep(0.05)
+
+    run(go)                         # warm up caches
+    gc.collect()
+    before = [sys.getrefcount(o) for o in (arg, res, msg, fn, raise_it)]
+    run(go)
+    gc.collect()
+    after = [sys.getrefcount(o) for o in (arg, res, msg, fn, raise_it)]
+    assert after == before
