@@ -1791,10 +1791,6 @@ cf_aio_setup(PyObject *module, cf_state *st)
     INTERN(batch_key, "cfutures._cfutures.batch");
     INTERN(str_call_soon_threadsafe, "call_soon_threadsafe");
     INTERN(str_call_soon, "call_soon");
-    INTERN(str_create_future, "create_future");
-    INTERN(str_set_result, "set_result");
-    INTERN(str_blocking, "_asyncio_future_blocking");
-    INTERN(str_cancelled, "cancelled");
     INTERN(str_submit, "submit");
     INTERN(str_default_executor, "_default_executor");
 #undef INTERN

@@ -60,9 +60,6 @@ typedef struct {
     /* asyncio bridge (aio.c) */
     PyObject *asyncio_InvalidStateError;
     PyObject *aio_pool_type;          /* the pool class to_thread runs on */
-    PyObject *str_set_result;
-    PyObject *str_blocking;           /* "_asyncio_future_blocking" */
-    PyObject *str_cancelled;
     PyObject *str_submit;
     PyObject *str_default_executor;
     PyObject *context_kwnames;        /* ("context",) */
