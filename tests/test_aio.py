@@ -973,3 +973,21 @@ def test_ext_no_reference_leaks(run):
     gc.collect()
     after = [sys.getrefcount(o) for o in (arg, res, msg, fn, raise_it)]
     assert after == before
+
+
+def test_ext_asyncio_debug_mode(loop_factory):
+    # Debug mode checks that call_soon runs on the loop's thread and that
+    # callbacks are not coroutines: the bridge must pass its checks.
+    async def main():
+        f = cfutures.Future()
+        later(0.01, f.set_result, 1)
+        g = cfutures.Future()
+
+        async def setter():
+            g.set_result(2)
+        asyncio.create_task(setter())
+        res = await asyncio.gather(
+            f, g, *[cfutures.to_thread(abs, -i) for i in range(10)])
+        return res, await asyncio.create_task(cfutures.to_thread(abs, -3))
+    with asyncio.Runner(debug=True, loop_factory=loop_factory) as r:
+        assert r.run(main()) == ([1, 2] + list(range(10)), 3)
