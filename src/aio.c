@@ -1335,6 +1335,7 @@ typedef struct {
     PyObject *pool_future;    /* what pool.submit() returned, to cancel */
     Py_ssize_t nargs;
     unsigned char submitted;
+    unsigned char retrieved;  /* the exception was delivered or read */
 } cf_aiocall;
 
 /* Run by a pool worker: fn(*args, **kwargs) in the copied context. */
@@ -1486,6 +1487,7 @@ static PyObject *
 aiocall_outcome(cf_aiocall *c)
 {
     if (c->exception != NULL) {
+        c->retrieved = 1;
         raise_stored_exception(c->exception);
         return NULL;
     }
@@ -1528,10 +1530,42 @@ aiocall_clear(cf_aiocall *c)
     return 0;
 }
 
+/* As asyncio.Future: an exception nobody retrieved goes to the loop's
+ * exception handler when the call is collected. */
+static void
+aiocall_finalize(PyObject *self)
+{
+    cf_aiocall *c = (cf_aiocall *)self;
+    if (c->exception == NULL || c->retrieved || c->node.loop == NULL
+        || c->node.lstate != LS_DONE) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *context = Py_BuildValue(
+        "{s:s,s:O,s:O}", "message",
+        "cfutures.to_thread() exception was never retrieved",
+        "exception", c->exception, "future", self);
+    if (context != NULL) {
+        PyObject *r = PyObject_CallMethod(c->node.loop,
+                                          "call_exception_handler", "O",
+                                          context);
+        Py_DECREF(context);
+        Py_XDECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(self);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
 static void
 aiocall_dealloc(cf_aiocall *c)
 {
     PyTypeObject *tp = Py_TYPE(c);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) {
+        return;                   /* resurrected */
+    }
     PyObject_GC_UnTrack(c);
     aiocall_clear(c);
     tp->tp_free((PyObject *)c);
@@ -1581,6 +1615,7 @@ static PyType_Slot aiocall_slots[] = {
     {Py_tp_doc, "A cfutures.to_thread() call: await it, gather it, or make "
                 "it a task."},
     {Py_tp_dealloc, aiocall_dealloc},
+    {Py_tp_finalize, aiocall_finalize},
     {Py_tp_traverse, aiocall_traverse},
     {Py_tp_clear, aiocall_clear},
     {Py_tp_repr, aiocall_repr},
@@ -1636,6 +1671,7 @@ node_exception(cf_aionode *n)
     }
     else {
         exc = ((cf_aiocall *)n)->exception;
+        ((cf_aiocall *)n)->retrieved = 1;
     }
     if (exc == NULL || !PyExceptionInstance_Check(exc)) {
         return Py_NewRef(exc ? exc : Py_None);
@@ -1700,6 +1736,7 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->pool_future = NULL;
     c->nargs = nargs - 1;
     c->submitted = 0;
+    c->retrieved = 0;
     PyObject_GC_Track(c);
     /* Started now when called in a running loop, as run_in_executor
      * does; else (asyncio.run(to_thread(f))) by the Task's first step. */

@@ -991,3 +991,26 @@ def test_ext_asyncio_debug_mode(loop_factory):
         return res, await asyncio.create_task(cfutures.to_thread(abs, -3))
     with asyncio.Runner(debug=True, loop_factory=loop_factory) as r:
         assert r.run(main()) == ([1, 2] + list(range(10)), 3)
+
+
+def test_unretrieved_exception_is_reported(loop_factory, to_thread):
+    # asyncio logs an exception nobody retrieved when its future or task
+    # is collected; so does a to_thread() call.
+    reported = []
+
+    def boom():
+        raise ValueError("lost")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+        fut = asyncio.ensure_future(to_thread(boom))
+        while not fut.done():
+            await asyncio.sleep(0.01)
+        del fut
+        gc.collect()
+        await asyncio.sleep(0)
+
+    with asyncio.Runner(loop_factory=loop_factory) as r:
+        r.run(main())
+    assert [type(c.get("exception")) for c in reported] == [ValueError]
