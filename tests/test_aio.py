@@ -12,6 +12,8 @@ import concurrent.futures
 import contextvars
 import gc
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -1014,3 +1016,21 @@ def test_unretrieved_exception_is_reported(loop_factory, to_thread):
     with asyncio.Runner(loop_factory=loop_factory) as r:
         r.run(main())
     assert [type(c.get("exception")) for c in reported] == [ValueError]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_ext_to_thread_after_fork():
+    # The shared pool's threads do not exist in a forked child: it must get
+    # a working pool, not hang.
+    async def go():
+        return await cfutures.to_thread(abs, -1)
+    assert asyncio.run(go()) == 1       # the shared pool exists now
+    pid = os.fork()
+    if pid == 0:                        # pragma: no cover - the child
+        signal.alarm(10)
+        try:
+            os._exit(0 if asyncio.run(go()) == 1 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
