@@ -57,7 +57,8 @@ typedef struct cf_aionode {
 struct cf_batch {
     PyObject_HEAD
     vectorcallfunc vectorcall;    /* the flush, run by the loop */
-    PyObject *loop_ref;           /* weak reference to the loop */
+    PyObject *loop_ref;           /* weak reference to the loop, or the
+                                     loop if it takes no weak references */
     unsigned long thread_id;      /* the thread the loop ran in */
     cf_aionode *head;             /* queued nodes, strong references */
     cf_aionode *tail;
@@ -125,6 +126,9 @@ running_loop(cf_state *st, int required)
 static PyObject *
 batch_loop(cf_batch *b)
 {
+    if (!PyWeakref_CheckRef(b->loop_ref)) {
+        return b->loop_ref;                 /* borrowed */
+    }
     PyObject *loop = PyWeakref_GET_OBJECT(b->loop_ref);
     return loop == Py_None ? NULL : loop;   /* borrowed */
 }
@@ -358,6 +362,12 @@ get_batch(cf_state *st, PyObject *loop)
     /* Weak: the cache must not keep a finished loop alive.  Bound nodes
      * hold their loop, so it outlives their wakeups. */
     b->loop_ref = PyWeakref_NewRef(loop, NULL);
+    if (b->loop_ref == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* A loop type without weak references: hold it (the thread's
+         * cache then keeps its last loop until the next one). */
+        PyErr_Clear();
+        b->loop_ref = Py_NewRef(loop);
+    }
     PyObject_GC_Track(b);
     if (b->loop_ref == NULL) {
         Py_DECREF(b);
