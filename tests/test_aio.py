@@ -1034,3 +1034,27 @@ def test_ext_to_thread_after_fork():
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_ext_await_pool_futures(run):
+    Pool = _cfutures_pool_or_skip()
+    gate = threading.Event()
+    ran = []
+
+    async def main():
+        with Pool(max_workers=2) as pool:
+            res = await asyncio.gather(*[pool.submit(abs, -i)
+                                         for i in range(200)])
+            with pytest.raises(ZeroDivisionError):
+                await pool.submit(divmod, 1, 0)
+            blockers = [pool.submit(gate.wait, 10) for _ in range(2)]
+            queued = pool.submit(ran.append, 1)
+            task = asyncio.ensure_future(queued)
+            await asyncio.sleep(0.01)
+            task.cancel()               # cancels the queued call
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gate.set()
+            await asyncio.gather(*blockers)
+            return res, queued.cancelled(), ran
+    assert run(main) == (list(range(200)), True, [])
