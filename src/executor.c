@@ -24,6 +24,7 @@
 #include "cfutures.h"
 
 #include <structmember.h>
+#include <sched.h>
 
 /* ---- the work queue -------------------------------------------------- */
 
@@ -66,8 +67,10 @@ typedef struct cf_pool {
     cf_worker *idle;            /* sleeping workers, most recent first */
     Py_ssize_t max_workers;
     Py_ssize_t n_starting;      /* threads in Thread.start() right now */
+    Py_ssize_t n_waking;        /* woken, not yet holding the GIL again */
     PyObject *threads;          /* set of threading.Thread */
     PyObject *broken;           /* NULL, or the message (str) */
+    int spinning;               /* a worker polls before sleeping */
     int shutdown;               /* executor._shutdown */
     int stop;                   /* workers exit once the queue is empty */
 } cf_pool;
@@ -144,6 +147,21 @@ item_clear(cf_item *it)
     Py_CLEAR(it->kwargs);
 }
 
+/* Pop the most recently idle worker and wake it (one futex). */
+static void
+pool_wake_one(cf_pool *p)
+{
+    cf_worker *w = p->idle;
+    p->idle = w->next;
+    if (p->idle != NULL) {
+        p->idle->prev = NULL;
+    }
+    w->next = w->prev = NULL;
+    w->in_idle = 0;
+    p->n_waking++;
+    cf_event_set(&w->ev);
+}
+
 static void
 pool_wake_all(cf_pool *p)
 {
@@ -155,6 +173,7 @@ pool_wake_all(cf_pool *p)
         }
         w->next = w->prev = NULL;
         w->in_idle = 0;
+        p->n_waking++;
         cf_event_set(&w->ev);
     }
 }
@@ -299,6 +318,41 @@ pool_initializer_failed(cf_pool *p)
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#  define CF_CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#  define CF_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#  define CF_CPU_RELAX() ((void)0)
+#endif
+
+#define CF_SPIN_NS 30000
+#define CF_SPIN_GRACE_NS 0
+
+/* Without the GIL: poll ev for up to CF_SPIN_NS.  Once set, wait a little
+ * more, since the submitter usually still holds the GIL for a microsecond
+ * (until it blocks in result()); taking the GIL then would sleep on it. */
+static void
+spin_until_set(cf_event *ev)
+{
+    int64_t start = cf_monotonic_ns();
+    for (int i = 0;; i++) {
+        if (__atomic_load_n(&ev->is_set, __ATOMIC_ACQUIRE)) {
+            int64_t t = cf_monotonic_ns();
+            while (cf_monotonic_ns() - t < CF_SPIN_GRACE_NS) {
+                CF_CPU_RELAX();
+            }
+            return;
+        }
+        /* Yield, not just pause: the woken submitter is often placed on
+         * this very CPU (wake-affine) and must get to run. */
+        sched_yield();
+        if ((i & 3) == 3 && cf_monotonic_ns() - start > CF_SPIN_NS) {
+            return;
+        }
+    }
+}
+
 /* The thread target: pool._worker(initializer, initargs). */
 static PyObject *
 pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
@@ -352,6 +406,11 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         int got;
         CF_BEGIN_CRITICAL(p)
         got = pool_pop(p, &it);
+        if (got && p->count > 0 && p->idle != NULL && p->n_waking == 0) {
+            /* More work than this worker: pass the baton, so work that
+             * releases the GIL spreads over the pool. */
+            pool_wake_one(p);
+        }
         CF_END_CRITICAL()
         if (got) {
             run_item(p, &it);
@@ -379,10 +438,23 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         p->idle = &w;
         w.in_idle = 1;
         CF_END_CRITICAL()
+        if (!p->spinning) {
+            /* One worker at a time polls briefly before it sleeps: a
+             * submit that follows soon after (the one-at-a-time round
+             * trip) then costs no futex and no wakeup latency. */
+            p->spinning = 1;
+            Py_BEGIN_ALLOW_THREADS
+            spin_until_set(&w.ev);
+            Py_END_ALLOW_THREADS
+            p->spinning = 0;
+        }
         int r = cf_event_wait(&w.ev, -1);
         CF_BEGIN_CRITICAL(p)
         if (w.in_idle) {
             idle_remove(p, &w);
+        }
+        else {
+            p->n_waking--;
         }
         CF_END_CRITICAL()
         cf_event_clear(&w.ev);
@@ -677,16 +749,14 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
     int wake = 0;
     CF_BEGIN_CRITICAL(p)
     err = pool_push(p, Py_NewRef(fut), Py_NewRef(fn), args, kwargs);
-    if (err == 0 && p->idle != NULL) {
-        /* Reuse a sleeping worker before starting a new one. */
-        cf_worker *w = p->idle;
-        p->idle = w->next;
-        if (p->idle != NULL) {
-            p->idle->prev = NULL;
+    if (err == 0 && (p->idle != NULL || p->n_waking > 0)) {
+        /* Reuse a sleeping worker before starting a new one.  One wakeup
+         * in flight at a time: a worker that gets the GIL back wakes the
+         * next if work remains, so a burst of submits costs one futex,
+         * not one per sleeper. */
+        if (p->n_waking == 0) {
+            pool_wake_one(p);
         }
-        w->next = w->prev = NULL;
-        w->in_idle = 0;
-        cf_event_set(&w->ev);
         wake = 1;
     }
     CF_END_CRITICAL()
@@ -1620,6 +1690,8 @@ after_fork_child(PyObject *module, PyObject *unused)
     for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
         p->idle = NULL;
         p->n_starting = 0;
+        p->n_waking = 0;
+        p->spinning = 0;
     }
     PyObject *pools = PyList_New(0);
     if (pools == NULL) {
