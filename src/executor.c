@@ -717,7 +717,7 @@ error:
 }
 
 /* Queue fn(*args, **kwargs); args is a tuple or NULL, kwargs a dict or
- * NULL, both stolen (also on error). */
+ * NULL, both stolen (also on error); fn is borrowed. */
 static PyObject *
 submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
 {
@@ -1034,7 +1034,7 @@ map_submit(cf_executor *ex, PyObject *submit, PyObject *fn, PyObject *args)
 {
     if (submit == NULL) {
         /* Fast path: zip's tuple becomes the call's argument tuple. */
-        return submit_steal(ex, Py_NewRef(fn), Py_NewRef(args), NULL);
+        return submit_steal(ex, fn, Py_NewRef(args), NULL);
     }
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     PyObject *small[8];

@@ -206,6 +206,21 @@ def test_done_callback_runs_in_worker(ex):
     assert names[0].endswith("_0")
 
 
+def test_no_reference_leaks(ex):
+    def fn(*args, **kwargs):
+        return None
+    arg, kwval = object(), object()
+    before = [sys.getrefcount(o) for o in (fn, arg, kwval)]
+    for _ in range(3):
+        for f in [ex.submit(fn, arg, k=kwval) for _ in range(200)]:
+            f.result(timeout=30)
+        assert list(ex.map(fn, [arg] * 200, [kwval] * 200)) == [None] * 200
+        assert list(ex.map(fn, [arg] * 50, timeout=30)) == [None] * 50
+        del f
+    gc.collect()
+    assert [sys.getrefcount(o) for o in (fn, arg, kwval)] == before
+
+
 def test_submit_from_task(ex):
     def outer():
         return ex.submit(pow, 3, 2)
