@@ -204,6 +204,36 @@ idle_remove(cf_pool *p, cf_worker *w)
     w->in_idle = 0;
 }
 
+/* ---- attribute names ------------------------------------------------ */
+
+/* Look names up through interned strings: CPython 3.11's type attribute
+ * cache keys on the name's address, so a fresh string per call (as
+ * PyObject_GetAttrString makes) would fill it with dead entries. */
+static PyObject *
+getattr_i(PyObject *obj, const char *name)
+{
+    PyObject *n = PyUnicode_InternFromString(name);
+    if (n == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttr(obj, n);
+    Py_DECREF(n);
+    return r;
+}
+
+static PyObject *
+call_method_i(PyObject *obj, const char *name, PyObject *arg)
+{
+    PyObject *n = PyUnicode_InternFromString(name);
+    if (n == NULL) {
+        return NULL;
+    }
+    PyObject *r = arg == NULL ? PyObject_CallMethodNoArgs(obj, n)
+                              : PyObject_CallMethodOneArg(obj, n, arg);
+    Py_DECREF(n);
+    return r;
+}
+
 /* ---- logging --------------------------------------------------------- */
 
 /* With an exception set: LOGGER.critical(msg, exc_info=exc), as the
@@ -220,7 +250,7 @@ log_critical(cf_state *st, const char *msg)
     else if (tb != NULL) {
         PyException_SetTraceback(value, tb);
     }
-    PyObject *meth = PyObject_GetAttrString(st->logger, "critical");
+    PyObject *meth = getattr_i(st->logger, "critical");
     PyObject *r = NULL;
     if (meth != NULL) {
         PyObject *args[2] = {NULL, NULL};
@@ -482,8 +512,8 @@ pool_join(cf_pool *p)
             return -1;
         }
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snap); i++) {
-            PyObject *r = PyObject_CallMethod(PyList_GET_ITEM(snap, i),
-                                              "join", NULL);
+            PyObject *r = call_method_i(PyList_GET_ITEM(snap, i), "join",
+                                         NULL);
             if (r == NULL) {
                 Py_DECREF(snap);
                 return -1;
@@ -667,7 +697,7 @@ start_worker(cf_executor *ex, cf_pool *p)
     if (name == NULL) {
         return -1;
     }
-    PyObject *target = PyObject_GetAttrString((PyObject *)p, "_worker");
+    PyObject *target = getattr_i((PyObject *)p, "_worker");
     PyObject *targs = NULL, *kw = NULL, *t = NULL;
     if (target == NULL) {
         goto error;
@@ -692,7 +722,7 @@ start_worker(cf_executor *ex, cf_pool *p)
     /* Thread.start() releases the GIL; n_starting keeps a concurrent
      * submit below max_workers and tells shutdown to wait for it. */
     p->n_starting++;
-    PyObject *r = PyObject_CallMethod(t, "start", NULL);
+    PyObject *r = call_method_i(t, "start", NULL);
     p->n_starting--;
     if (r == NULL) {
         goto error;
@@ -915,7 +945,7 @@ static PyObject *
 executor_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* self.shutdown(wait=True), so a subclass's shutdown() runs. */
-    PyObject *meth = PyObject_GetAttrString(self, "shutdown");
+    PyObject *meth = getattr_i(self, "shutdown");
     if (meth == NULL) {
         return NULL;
     }
@@ -996,7 +1026,7 @@ cancel_any(PyObject *f, cf_state *st)
     if (cf_future_check(st, f)) {
         return cf_future_cancel((cf_future *)f) < 0 ? -1 : 0;
     }
-    PyObject *r = PyObject_CallMethod(f, "cancel", NULL);
+    PyObject *r = call_method_i(f, "cancel", NULL);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
@@ -1101,13 +1131,13 @@ mapiter_next(cf_mapiter *mi)
         res = cf_future_get_result((cf_future *)f);
     }
     else if (mi->end_time == NULL) {
-        res = PyObject_CallMethod(f, "result", NULL);
+        res = call_method_i(f, "result", NULL);
     }
     else {
         PyObject *now = monotonic_obj();
         PyObject *left = now ? PyNumber_Subtract(mi->end_time, now) : NULL;
         Py_XDECREF(now);
-        res = left ? PyObject_CallMethod(f, "result", "O", left) : NULL;
+        res = left ? call_method_i(f, "result", left) : NULL;
         Py_XDECREF(left);
     }
     if (res == NULL) {
@@ -1304,14 +1334,13 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     /* A subclass that overrides submit() gets it called, as the stdlib's
      * map calls self.submit. */
     PyObject *submit = NULL;
-    PyObject *sd = PyObject_GetAttrString((PyObject *)Py_TYPE(self),
-                                          "submit");
+    PyObject *sd = getattr_i((PyObject *)Py_TYPE(self), "submit");
     if (sd == NULL) {
         Py_XDECREF(end_time);
         return NULL;
     }
     if (sd != st->executor_submit_descr) {
-        submit = PyObject_GetAttrString((PyObject *)self, "submit");
+        submit = getattr_i((PyObject *)self, "submit");
         if (submit == NULL) {
             Py_DECREF(sd);
             Py_XDECREF(end_time);
@@ -1416,7 +1445,7 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
     if (max_workers == Py_None) {
         /* min(32, (os.cpu_count() or 1) + 4), as 3.11. */
         PyObject *os = PyImport_ImportModule("os");
-        PyObject *n = os ? PyObject_CallMethod(os, "cpu_count", NULL) : NULL;
+        PyObject *n = os ? call_method_i(os, "cpu_count", NULL) : NULL;
         Py_XDECREF(os);
         if (n == NULL) {
             return -1;
@@ -1487,7 +1516,7 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
     else {
         /* The stdlib's class-wide counter, so names stay unique across
          * both executors. */
-        PyObject *c = PyObject_CallMethod((PyObject *)self, "_counter", NULL);
+        PyObject *c = call_method_i((PyObject *)self, "_counter", NULL);
         if (c == NULL) {
             Py_DECREF(mw);
             return -1;
