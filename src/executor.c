@@ -935,6 +935,34 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
+/* The stdlib's private helpers, so none of its methods runs on our
+ * object (they would reach for _idle_semaphore and _shutdown_lock). */
+static PyObject *
+executor_adjust_thread_count(cf_executor *self, PyObject *unused)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (p->idle == NULL && p->n_waking == 0
+        && PySet_GET_SIZE(p->threads) + p->n_starting < p->max_workers
+        && start_worker(self, p) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+executor_initializer_failed(cf_executor *self, PyObject *unused)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    pool_initializer_failed(p);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 executor_enter(PyObject *self, PyObject *unused)
 {
@@ -1646,6 +1674,10 @@ static PyMethodDef executor_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "shutdown(wait=True, *, cancel_futures=False)\n--\n\n"
      "Stop accepting work; with wait, join the workers."},
+    {"_adjust_thread_count", (PyCFunction)executor_adjust_thread_count,
+     METH_NOARGS, NULL},
+    {"_initializer_failed", (PyCFunction)executor_initializer_failed,
+     METH_NOARGS, NULL},
     {"__enter__", (PyCFunction)executor_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))executor_exit, METH_FASTCALL,
      NULL},

@@ -713,6 +713,31 @@ def test_ext_private_attributes_read_only():
         e.shutdown()
 
 
+def test_ext_no_stdlib_method_runs():
+    # Every method of the stdlib class is overridden by the C type.
+    std = concurrent.futures.ThreadPoolExecutor
+    for name, value in vars(std).items():
+        if callable(value) and name not in ("__init__", "_counter"):
+            assert getattr(cfutures.ThreadPoolExecutor, name) is not value, name
+    for name in ("submit", "map", "shutdown", "__enter__", "__exit__"):
+        assert getattr(cfutures.ThreadPoolExecutor, name) is not getattr(
+            concurrent.futures.Executor, name)
+    assert (cfutures.ThreadPoolExecutor.__init__
+            is not std.__init__)
+
+
+def test_ext_private_helpers():
+    e = cfutures.ThreadPoolExecutor(2)
+    try:
+        e._adjust_thread_count()
+        assert len(e._threads) == 1
+        e._initializer_failed()
+        with pytest.raises(BrokenThreadPool):
+            e.submit(noop)
+    finally:
+        e.shutdown()
+
+
 def test_ext_uninitialised_subclass():
     class E(cfutures.ThreadPoolExecutor):
         def __init__(self):
