@@ -963,3 +963,25 @@ def test_bounded_workers_with_blocking_tasks(mod):
         for f in [e.submit(task) for _ in range(16)]:
             f.result(timeout=30)
         assert active[1] == 4
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT via kill")
+@pytest.mark.parametrize("modname", ["concurrent.futures", "cfutures"])
+def test_ctrl_c_interrupts_shutdown_wait(modname):
+    r = run_script(f"""
+        import os, signal, threading, time
+        import {modname} as mod
+        ev = threading.Event()
+        ex = mod.ThreadPoolExecutor(1)
+        ex.submit(ev.wait, 30)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            ex.shutdown(wait=True)
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic() - t0 < 5)
+        ev.set()
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["interrupted", "True"]
