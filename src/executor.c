@@ -776,18 +776,25 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
         goto error;
     }
     int err;
-    int wake = 0;
+    int covered = 0;
     CF_BEGIN_CRITICAL(p)
     err = pool_push(p, Py_NewRef(fut), Py_NewRef(fn), args, kwargs);
-    if (err == 0 && (p->idle != NULL || p->n_waking > 0)) {
-        /* Reuse a sleeping worker before starting a new one.  One wakeup
-         * in flight at a time: a worker that gets the GIL back wakes the
-         * next if work remains, so a burst of submits costs one futex,
+    if (err == 0) {
+        /* As the stdlib's _idle_semaphore: each call is taken by an idle
+         * worker, or starts a thread.  Calls no more than the wakeups in
+         * flight are covered already.  Otherwise a sleeper is reused, but
+         * with one wakeup in flight at a time: a worker that gets the GIL
+         * back wakes the next if work remains, so a burst costs one futex,
          * not one per sleeper. */
-        if (p->n_waking == 0) {
-            pool_wake_one(p);
+        if (p->count <= p->n_waking) {
+            covered = 1;
         }
-        wake = 1;
+        else if (p->idle != NULL) {
+            if (p->n_waking == 0) {
+                pool_wake_one(p);
+            }
+            covered = 1;
+        }
     }
     CF_END_CRITICAL()
     if (err < 0) {
@@ -796,7 +803,7 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
         Py_DECREF(fn);
         goto error;
     }
-    if (!wake
+    if (!covered
         && PySet_GET_SIZE(p->threads) + p->n_starting < p->max_workers) {
         if (start_worker(ex, p) < 0) {
             /* As the stdlib: the item stays queued, submit raises. */

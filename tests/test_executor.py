@@ -591,6 +591,23 @@ def test_idle_thread_is_reused(mod):
         assert len(e._threads) <= 2
 
 
+@pytest.mark.timeout(60)
+def test_burst_after_idle_spreads_over_workers(mod):
+    # One idle worker takes the first call; the next ones start threads,
+    # so calls that block (or release the GIL) run side by side.
+    with mod.ThreadPoolExecutor(4) as e:
+        e.submit(noop).result(timeout=30)
+        time.sleep(0.05)
+        for _ in range(2):
+            gate = Gate()
+            fs = [e.submit(gate) for _ in range(4)]
+            gate.wait_entered(4)
+            gate.open()
+            for f in fs:
+                f.result(timeout=30)
+        assert len(e._threads) == 4
+
+
 def test_thread_names(mod):
     with mod.ThreadPoolExecutor(2, thread_name_prefix="pfx") as e:
         gate = Gate()
