@@ -506,7 +506,7 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
 static int
 pool_join(cf_pool *p)
 {
-    for (;;) {
+    while (p->threads != NULL) {
         PyObject *snap = PySequence_List(p->threads);
         if (snap == NULL) {
             return -1;
@@ -522,7 +522,8 @@ pool_join(cf_pool *p)
         }
         Py_ssize_t joined = PyList_GET_SIZE(snap);
         Py_DECREF(snap);
-        if (p->n_starting == 0 && PySet_GET_SIZE(p->threads) <= joined) {
+        if (p->threads == NULL
+            || (p->n_starting == 0 && PySet_GET_SIZE(p->threads) <= joined)) {
             return 0;
         }
         if (p->n_starting > 0) {
@@ -535,6 +536,7 @@ pool_join(cf_pool *p)
             Py_DECREF(r);
         }
     }
+    return 0;
 }
 
 /* ---- the pool object (`_work_queue`) --------------------------------- */
