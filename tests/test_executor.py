@@ -1,6 +1,7 @@
 """ThreadPoolExecutor: differential tests against concurrent.futures.
 
-Each behaviour test runs on the stdlib (the oracle) and on cfutures.  Tests
+Each behaviour test runs on the stdlib (the oracle) and on cfutures (the
+`mod` fixture of conftest.py).  Tests
 named test_ext_... check an extension (map's buffersize, read-only private
 attributes) or a cfutures-only guarantee, and say why.
 """
@@ -26,12 +27,6 @@ import cfutures
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BrokenThreadPool = concurrent.futures.thread.BrokenThreadPool
-
-
-@pytest.fixture(params=[concurrent.futures, cfutures],
-                ids=["stdlib", "cfutures"])
-def mod(request):
-    return request.param
 
 
 @pytest.fixture
