@@ -11,9 +11,14 @@
  *   queue needs no lock of its own.
  * - A worker that holds the GIL runs queued items back to back in C.  It
  *   sleeps on its own cf_event only when the queue is empty, and a submit
- *   pays a wakeup (a futex) only when it pops a sleeping worker off the
- *   idle stack.  A worker that finds no sleeper and room below max_workers
- *   starts a new thread, as the stdlib's _idle_semaphore does.
+ *   pays a wakeup (a futex) only when the queue holds more items than
+ *   workers already being woken and it pops a sleeping worker off the idle
+ *   stack; with no sleeper and room below max_workers it starts a thread,
+ *   as the stdlib's _idle_semaphore does.  Workers busy running tasks are
+ *   never signalled: they come back to the queue by themselves.
+ * - Before sleeping, one worker per pool polls for a few microseconds with
+ *   the GIL released, yielding the CPU: the one-at-a-time round trip
+ *   (submit, result, submit, ...) then skips the futex and the wakeup.
  * - The executor object is a handle on its pool.  Workers hold the pool,
  *   not the executor, so dropping the executor runs its dealloc, which
  *   stops the pool: the workers drain the queue and exit.  This replaces
@@ -160,6 +165,24 @@ pool_wake_one(cf_pool *p)
     w->in_idle = 0;
     p->n_waking++;
     cf_event_set(&w->ev);
+}
+
+/* After a push or a pop, with p->count items queued: make sure each is
+ * taken by a worker that is awake or being woken.  As the stdlib's
+ * _idle_semaphore, an idle worker is reused before a new thread starts
+ * (0: the caller should start one).  A worker that is running tasks is not
+ * woken: it comes back to the queue by itself, without a futex. */
+static int
+pool_cover(cf_pool *p)
+{
+    if (p->count <= p->n_waking) {
+        return 1;
+    }
+    if (p->idle != NULL) {
+        pool_wake_one(p);
+        return 1;
+    }
+    return 0;
 }
 
 static void
@@ -436,10 +459,10 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         int got;
         CF_BEGIN_CRITICAL(p)
         got = pool_pop(p, &it);
-        if (got && p->count > 0 && p->idle != NULL && p->n_waking == 0) {
-            /* More work than this worker: pass the baton, so work that
-             * releases the GIL spreads over the pool. */
-            pool_wake_one(p);
+        if (got && p->count > 0) {
+            /* More work than this worker: work that releases the GIL
+             * spreads over the pool. */
+            (void)pool_cover(p);
         }
         CF_END_CRITICAL()
         if (got) {
@@ -782,21 +805,7 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
     CF_BEGIN_CRITICAL(p)
     err = pool_push(p, Py_NewRef(fut), Py_NewRef(fn), args, kwargs);
     if (err == 0) {
-        /* As the stdlib's _idle_semaphore: each call is taken by an idle
-         * worker, or starts a thread.  Calls no more than the wakeups in
-         * flight are covered already.  Otherwise a sleeper is reused, but
-         * with one wakeup in flight at a time: a worker that gets the GIL
-         * back wakes the next if work remains, so a burst costs one futex,
-         * not one per sleeper. */
-        if (p->count <= p->n_waking) {
-            covered = 1;
-        }
-        else if (p->idle != NULL) {
-            if (p->n_waking == 0) {
-                pool_wake_one(p);
-            }
-            covered = 1;
-        }
+        covered = pool_cover(p);
     }
     CF_END_CRITICAL()
     if (err < 0) {
