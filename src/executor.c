@@ -1322,7 +1322,7 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     if (st == NULL) {
         return NULL;
     }
-    PyObject *timeout = Py_None, *buffersize_o = Py_None;
+    PyObject *timeout = Py_None, *buffersize_o = Py_None, *fn_kw = NULL;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
@@ -1332,6 +1332,10 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
         else if (PyUnicode_CompareWithASCIIString(key, "buffersize") == 0) {
             buffersize_o = args[nargs + i];
         }
+        else if (PyUnicode_CompareWithASCIIString(key, "fn") == 0
+                 && nargs == 0) {
+            fn_kw = args[nargs + i];
+        }
         else if (PyUnicode_CompareWithASCIIString(key, "chunksize") != 0) {
             PyErr_Format(PyExc_TypeError,
                          "ThreadPoolExecutor.map() got an unexpected keyword "
@@ -1339,12 +1343,14 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    if (nargs < 1) {
+    if (nargs < 1 && fn_kw == NULL) {
         PyErr_SetString(PyExc_TypeError,
                         "ThreadPoolExecutor.map() missing 1 required "
                         "positional argument: 'fn'");
         return NULL;
     }
+    PyObject *fn = nargs ? args[0] : fn_kw;
+    Py_ssize_t first = nargs ? 1 : 0;
     Py_ssize_t buffersize = 0;
     if (buffersize_o != Py_None) {
         if (!PyLong_Check(buffersize_o)) {
@@ -1394,14 +1400,14 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     Py_DECREF(sd);
-    PyObject *iterables = PyTuple_New(nargs - 1);
+    PyObject *iterables = PyTuple_New(nargs - first);
     PyObject *it = NULL;
     cf_mapiter *mi = NULL;
     if (iterables == NULL) {
         goto error;
     }
-    for (Py_ssize_t i = 1; i < nargs; i++) {
-        PyTuple_SET_ITEM(iterables, i - 1, Py_NewRef(args[i]));
+    for (Py_ssize_t i = first; i < nargs; i++) {
+        PyTuple_SET_ITEM(iterables, i - first, Py_NewRef(args[i]));
     }
     it = PyObject_Call((PyObject *)&PyZip_Type, iterables, NULL);
     Py_CLEAR(iterables);
@@ -1412,7 +1418,7 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     if (mi == NULL) {
         goto error;
     }
-    mi->fn = Py_NewRef(args[0]);
+    mi->fn = Py_NewRef(fn);
     mi->args_iter = NULL;
     mi->ex_ref = NULL;
     mi->submit = submit;
@@ -1682,15 +1688,16 @@ static PyMemberDef executor_members[] = {
 static PyMethodDef executor_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))executor_submit,
      METH_FASTCALL | METH_KEYWORDS,
-     "submit(fn, /, *args, **kwargs)\n--\n\n"
+     "submit($self, fn, /, *args, **kwargs)\n--\n\n"
      "Schedule fn(*args, **kwargs) and return a Future for it."},
     {"map", (PyCFunction)(void (*)(void))executor_map,
      METH_FASTCALL | METH_KEYWORDS,
-     "map(fn, *iterables, timeout=None, chunksize=1, buffersize=None)\n--\n\n"
+     "map($self, fn, *iterables, timeout=None, chunksize=1,\n"
+     "    buffersize=None)\n--\n\n"
      "Return an iterator of fn(*args) over zip(*iterables), in order."},
     {"shutdown", (PyCFunction)(void (*)(void))executor_shutdown,
      METH_FASTCALL | METH_KEYWORDS,
-     "shutdown(wait=True, *, cancel_futures=False)\n--\n\n"
+     "shutdown($self, /, wait=True, *, cancel_futures=False)\n--\n\n"
      "Stop accepting work; with wait, join the workers."},
     {"_adjust_thread_count", (PyCFunction)executor_adjust_thread_count,
      METH_NOARGS, NULL},

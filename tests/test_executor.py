@@ -375,6 +375,27 @@ def test_map_in_order(ex):
     assert list(ex.map(abs, [], timeout=1, chunksize=5)) == []
 
 
+def test_signatures(mod):
+    import inspect
+    e = mod.ThreadPoolExecutor(1)
+    try:
+        assert str(inspect.signature(e.submit)) == "(fn, /, *args, **kwargs)"
+        assert str(inspect.signature(e.shutdown)) == (
+            "(wait=True, *, cancel_futures=False)")
+        assert str(inspect.signature(e.map)).startswith(
+            "(fn, *iterables, timeout=None, chunksize=1")
+    finally:
+        e.shutdown()
+
+
+def test_map_fn_keyword(ex):
+    assert list(ex.map(fn=abs)) == []
+    with pytest.raises(TypeError):
+        ex.map()
+    with pytest.raises(TypeError):
+        ex.map(abs, [1], bogus=1)
+
+
 def test_map_is_eager(ex):
     seen = []
     it = ex.map(seen.append, range(10))
