@@ -36,8 +36,10 @@
 typedef struct {
     PyObject *future;   /* cf_future */
     PyObject *fn;
-    PyObject *args;     /* tuple, or NULL for no arguments */
+    PyObject *args;     /* tuple, NULL for no arguments, or the argument */
     PyObject *kwargs;   /* dict, or NULL */
+    int single;         /* args is the one argument (map over one
+                           iterable: no tuple, so no GC allocation) */
 } cf_item;
 
 /* 128 items of 32 bytes: 4 KiB chunks, freed as they drain, so a burst of
@@ -82,7 +84,7 @@ typedef struct cf_pool {
 
 static int
 pool_push(cf_pool *p, PyObject *future, PyObject *fn, PyObject *args,
-          PyObject *kwargs)
+          PyObject *kwargs, int single)
 {
     if (p->tail == NULL || p->tail_i == CF_CHUNK) {
         cf_chunk *c = p->spare;
@@ -112,6 +114,7 @@ pool_push(cf_pool *p, PyObject *future, PyObject *fn, PyObject *args,
     it->fn = fn;
     it->args = args;
     it->kwargs = kwargs;
+    it->single = single;
     p->count++;
     return 0;
 }
@@ -305,7 +308,10 @@ run_item(cf_pool *p, cf_item *it)
     int r = cf_future_set_running_or_notify_cancel(f);
     if (r == 1) {
         PyObject *res;
-        if (it->kwargs == NULL) {
+        if (it->single) {
+            res = PyObject_Vectorcall(it->fn, &it->args, 1, NULL);
+        }
+        else if (it->kwargs == NULL) {
             /* Vectorcall straight from the stored tuple: no re-packing. */
             res = PyObject_Vectorcall(
                 it->fn,
@@ -771,10 +777,12 @@ error:
     return -1;
 }
 
-/* Queue fn(*args, **kwargs); args is a tuple or NULL, kwargs a dict or
- * NULL, both stolen (also on error); fn is borrowed. */
+/* Queue fn(*args, **kwargs); args is a tuple or NULL (or, with single,
+ * the one argument), kwargs a dict or NULL, both stolen (also on error);
+ * fn is borrowed. */
 static PyObject *
-submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
+submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs,
+             int single)
 {
     cf_pool *p = get_pool(ex);
     if (p == NULL) {
@@ -803,7 +811,7 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs)
     int err;
     int covered = 0;
     CF_BEGIN_CRITICAL(p)
-    err = pool_push(p, Py_NewRef(fut), Py_NewRef(fn), args, kwargs);
+    err = pool_push(p, Py_NewRef(fut), Py_NewRef(fn), args, kwargs, single);
     if (err == 0) {
         covered = pool_cover(p);
     }
@@ -858,7 +866,7 @@ submit_vector(cf_executor *ex, PyObject *fn, PyObject *const *args,
             }
         }
     }
-    return submit_steal(ex, fn, targs, kwargs);
+    return submit_steal(ex, fn, targs, kwargs, 0);
 }
 
 PyObject *
@@ -1024,6 +1032,7 @@ typedef struct {
     Py_ssize_t len;
     Py_ssize_t cap;        /* power of two */
     Py_ssize_t buffersize; /* 0: unbounded */
+    char single;           /* one iterable: args_iter yields bare items */
     char started;
     char closed;
 } cf_mapiter;
@@ -1105,12 +1114,18 @@ mapiter_release(cf_mapiter *mi)
     Py_CLEAR(mi->submit);
 }
 
+/* args: zip's tuple, or with single the item of the one iterable. */
 static PyObject *
-map_submit(cf_executor *ex, PyObject *submit, PyObject *fn, PyObject *args)
+map_submit(cf_executor *ex, PyObject *submit, PyObject *fn, PyObject *args,
+           int single)
 {
     if (submit == NULL) {
         /* Fast path: zip's tuple becomes the call's argument tuple. */
-        return submit_steal(ex, fn, Py_NewRef(args), NULL);
+        return submit_steal(ex, fn, Py_NewRef(args), NULL, single);
+    }
+    if (single) {
+        PyObject *vec[2] = {fn, args};
+        return PyObject_Vectorcall(submit, vec, 2, NULL);
     }
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     PyObject *small[8];
@@ -1152,7 +1167,8 @@ mapiter_next(cf_mapiter *mi)
             PyObject *args = PyIter_Next(mi->args_iter);
             PyObject *f = NULL;
             if (args != NULL) {
-                f = map_submit((cf_executor *)ex, mi->submit, mi->fn, args);
+                f = map_submit((cf_executor *)ex, mi->submit, mi->fn, args,
+                               mi->single);
                 Py_DECREF(args);
                 if (f != NULL && fs_push(mi, f) < 0) {
                     Py_CLEAR(f);
@@ -1409,7 +1425,11 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     for (Py_ssize_t i = first; i < nargs; i++) {
         PyTuple_SET_ITEM(iterables, i - first, Py_NewRef(args[i]));
     }
-    it = PyObject_Call((PyObject *)&PyZip_Type, iterables, NULL);
+    /* One iterable (the common case): its items are the arguments, with
+     * no 1-tuple per call as zip() would make. */
+    int single = nargs - first == 1;
+    it = single ? PyObject_GetIter(args[first])
+                : PyObject_Call((PyObject *)&PyZip_Type, iterables, NULL);
     Py_CLEAR(iterables);
     if (it == NULL) {
         goto error;
@@ -1428,6 +1448,7 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     mi->fs = NULL;
     mi->head = mi->len = mi->cap = 0;
     mi->buffersize = buffersize;
+    mi->single = (char)single;
     mi->started = mi->closed = 0;
     PyObject_GC_Track(mi);
     while (buffersize == 0 || mi->len < buffersize) {
@@ -1438,7 +1459,7 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
             }
             break;
         }
-        PyObject *f = map_submit(self, mi->submit, mi->fn, a);
+        PyObject *f = map_submit(self, mi->submit, mi->fn, a, single);
         Py_DECREF(a);
         if (f == NULL) {
             goto error;

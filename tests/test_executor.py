@@ -396,6 +396,17 @@ def test_map_fn_keyword(ex):
         ex.map(abs, [1], bogus=1)
 
 
+def test_map_one_iterable_items_are_arguments(ex):
+    assert list(ex.map(len, [(1, 2), (), [3]])) == [2, 0, 1]
+    assert list(ex.map(lambda *a: a, [(1, 2)])) == [((1, 2),)]
+
+
+def test_ext_map_buffersize_falsy_items():
+    with cfutures.ThreadPoolExecutor(2) as e:
+        assert list(e.map(lambda x: x, [0, None, (), 0],
+                          buffersize=1)) == [0, None, (), 0]
+
+
 def test_map_is_eager(ex):
     seen = []
     it = ex.map(seen.append, range(10))
