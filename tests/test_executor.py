@@ -672,6 +672,30 @@ def test_thread_local_and_initializer(mod):
                 [e.submit(read) for _ in range(20)]] == [42] * 20
 
 
+def test_initargs_any_iterable(mod):
+    got = []
+    with mod.ThreadPoolExecutor(1, initializer=got.append,
+                                initargs=[7]) as e:
+        e.submit(noop).result(timeout=30)
+    assert got == [7]
+
+
+def test_failing_done_callback_is_logged_worker_survives(mod, caplog):
+    def bad_callback(f):
+        raise ValueError("callback")
+    with mod.ThreadPoolExecutor(1) as e:
+        with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+            gate = Gate()
+            f = e.submit(gate)
+            f.add_done_callback(bad_callback)
+            gate.open()
+            f.result(timeout=30)
+            assert e.submit(pow, 2, 3).result(timeout=30) == 8
+    assert any("exception calling callback" in r.getMessage()
+               for r in caplog.records)
+    assert len(e._threads) == 1
+
+
 @pytest.mark.timeout(60)
 def test_settrace_and_setprofile_reach_tasks(mod):
     def task():
