@@ -789,23 +789,28 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs,
         goto error;
     }
     cf_state *st = p->st;
+    /* Allocated first: a collection it triggers may run code that shuts
+     * the pool down, so the checks below see the state the push sees. */
+    PyObject *fut = cf_future_new(st);
+    if (fut == NULL) {
+        goto error;
+    }
     if (p->broken != NULL) {
         PyErr_SetObject(st->BrokenThreadPool, p->broken);
+        Py_DECREF(fut);
         goto error;
     }
     if (p->shutdown) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after shutdown");
+        Py_DECREF(fut);
         goto error;
     }
     if (st->interp_shutdown) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after interpreter "
                         "shutdown");
-        goto error;
-    }
-    PyObject *fut = cf_future_new(st);
-    if (fut == NULL) {
+        Py_DECREF(fut);
         goto error;
     }
     int err;
