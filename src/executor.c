@@ -1190,6 +1190,13 @@ mapiter_next(cf_mapiter *mi)
         else if (ex == NULL) {
             goto error;
         }
+        if (mi->len == 0) {
+            /* The iterable's code re-entered this iterator and used it up
+             * or closed it (a generator would raise ValueError). */
+            mi->closed = 1;
+            mapiter_release(mi);
+            return NULL;
+        }
     }
     PyObject *f = fs_pop(mi);
     PyObject *res;
