@@ -63,6 +63,7 @@ typedef struct cf_worker {
 typedef struct cf_pool {
     PyObject_HEAD
     cf_state *st;
+    PyObject *module;           /* keeps st's memory alive until dealloc */
     struct cf_pool *prev_pool;  /* st->pools list */
     struct cf_pool *next_pool;
     cf_chunk *head;             /* pop from head[head_i] */
@@ -586,6 +587,7 @@ static int
 pool_traverse(cf_pool *p, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(p));
+    Py_VISIT(p->module);
     Py_VISIT(p->threads);
     Py_VISIT(p->broken);
     for (cf_chunk *c = p->head; c != NULL; c = c->next) {
@@ -635,7 +637,10 @@ pool_dealloc(cf_pool *p)
         PyMem_Free(c);
     }
     PyMem_Free(p->spare);
+    /* Released last: st (in the module) was needed to unlink. */
+    PyObject *module = p->module;
     tp->tp_free((PyObject *)p);
+    Py_XDECREF(module);
     Py_DECREF(tp);
 }
 
@@ -648,6 +653,11 @@ pool_new_internal(cf_state *st, Py_ssize_t max_workers)
         return NULL;
     }
     p->st = st;
+    p->module = Py_XNewRef(PyType_GetModule(st->workqueue_type));
+    if (p->module == NULL) {
+        Py_DECREF(p);
+        return NULL;
+    }
     p->max_workers = max_workers;
     p->threads = PySet_New(NULL);
     if (p->threads == NULL) {
