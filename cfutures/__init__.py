@@ -28,6 +28,7 @@ __all__ = [
     "CancelledError",
     "Future",
     "InvalidStateError",
+    "ThreadPoolExecutor",
     "TimeoutError",
 ]
 
@@ -38,7 +39,16 @@ class Future(_cfutures.Future, _std.Future):
     __slots__ = ()
 
 
-_cfutures._set_public_types(Future, None)
+class ThreadPoolExecutor(_cfutures.ThreadPoolExecutor,
+                         _std.ThreadPoolExecutor):
+    """An Executor that runs calls on a pool of threads.
+
+    ThreadPoolExecutor(max_workers=None, thread_name_prefix='',
+    initializer=None, initargs=())
+    """
+
+
+_cfutures._set_public_types(Future, ThreadPoolExecutor)
 
 
 # ---- asyncio bridge (src/aio.c) -------------------------------------------

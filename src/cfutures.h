@@ -63,6 +63,12 @@ typedef struct {
     PyObject *str_submit;
     PyObject *str_default_executor;
     PyObject *context_kwnames;        /* ("context",) */
+
+    /* executor.c: ThreadPoolExecutor */
+    PyObject *executor_submit_descr;  /* our submit, to spot overrides */
+    PyObject *time_sleep;
+    struct cf_pool *pools;            /* every live pool (fork, exit) */
+    int interp_shutdown;              /* threading atexit has run */
 } cf_state;
 
 extern PyModuleDef cf_module_def;
@@ -191,6 +197,11 @@ void cf_future_unlink(cf_waitnode *node);
 PyObject *cf_future_await(PyObject *self);
 
 int cf_executor_setup(PyObject *module, cf_state *st);
+/* ThreadPoolExecutor.submit(fn, *args, **kwargs) from C: args[0..nargs)
+ * positional, then the values of kwnames (vectorcall layout). */
+PyObject *cf_executor_submit(PyObject *executor, PyObject *fn,
+                             PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames);
 int cf_wait_setup(PyObject *module, cf_state *st);
 int cf_aio_setup(PyObject *module, cf_state *st);
 

@@ -114,7 +114,8 @@ module_exec(PyObject *module)
     V(asyncio_CancelledError) V(get_running_loop) V(batch_key)            \
     V(default_pool) V(str_call_soon_threadsafe) V(str_call_soon)          \
     V(str_create_future) V(asyncio_InvalidStateError) V(aio_pool_type)     \
-    V(str_submit) V(str_default_executor) V(context_kwnames)
+    V(str_submit) V(str_default_executor) V(context_kwnames)              \
+    V(executor_submit_descr) V(time_sleep)
 
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)

@@ -1,0 +1,1055 @@
+"""ThreadPoolExecutor: differential tests against concurrent.futures.
+
+Each behaviour test runs on the stdlib (the oracle) and on cfutures (the
+`mod` fixture of conftest.py).  Tests
+named test_ext_... check an extension (map's buffersize, read-only private
+attributes) or a cfutures-only guarantee, and say why.
+"""
+import asyncio
+import concurrent.futures
+import concurrent.futures.thread
+import gc
+import itertools
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tracemalloc
+import weakref
+
+import pytest
+
+import cfutures
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BrokenThreadPool = concurrent.futures.thread.BrokenThreadPool
+
+
+@pytest.fixture
+def ex(mod):
+    e = mod.ThreadPoolExecutor(4)
+    yield e
+    e.shutdown(wait=True, cancel_futures=True)
+
+
+def noop():
+    pass
+
+
+def run_script(code, timeout=60):
+    """Run code in a fresh interpreter that imports this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=HERE)
+
+
+class Gate:
+    """Blocks workers until opened; counts how many are blocked."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def __call__(self, value=None):
+        self.entered.release()
+        assert self.event.wait(30)
+        return value
+
+    def wait_entered(self, n=1):
+        for _ in range(n):
+            assert self.entered.acquire(timeout=30)
+
+    def open(self):
+        self.event.set()
+
+
+# ---- construction ------------------------------------------------------
+
+def test_identity(mod, ex):
+    assert isinstance(ex, concurrent.futures.ThreadPoolExecutor)
+    assert isinstance(ex, concurrent.futures.Executor)
+    f = ex.submit(noop)
+    assert isinstance(f, concurrent.futures.Future)
+    assert isinstance(f, mod.Future)
+    f.result(timeout=30)
+
+
+def test_ext_future_is_cfutures_future():
+    # The cfutures executor returns C futures (the point of the package).
+    with cfutures.ThreadPoolExecutor(1) as e:
+        f = e.submit(noop)
+        assert type(f) is cfutures.Future
+        f.result(timeout=30)
+
+
+def test_default_max_workers(mod):
+    e = mod.ThreadPoolExecutor()
+    try:
+        assert e._max_workers == min(32, (os.cpu_count() or 1) + 4)
+    finally:
+        e.shutdown()
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_bad_max_workers(mod, n):
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        mod.ThreadPoolExecutor(n)
+
+
+def test_bad_max_workers_type(mod):
+    with pytest.raises(TypeError):
+        mod.ThreadPoolExecutor("4")
+
+
+def test_bad_initializer(mod):
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        mod.ThreadPoolExecutor(1, initializer=3)
+
+
+def test_bad_constructor_arguments(mod):
+    with pytest.raises(TypeError):
+        mod.ThreadPoolExecutor(1, "p", None, (), 5)
+    with pytest.raises(TypeError):
+        mod.ThreadPoolExecutor(nope=1)
+
+
+# ---- submit ------------------------------------------------------------
+
+def test_submit_args_kwargs(ex):
+    def f(*args, **kwargs):
+        return args, kwargs
+    assert ex.submit(f).result(timeout=30) == ((), {})
+    assert ex.submit(f, 1, 2).result(timeout=30) == ((1, 2), {})
+    assert ex.submit(f, 1, a=2).result(timeout=30) == ((1,), {"a": 2})
+    # fn is positional-only: 'fn' and 'self' are ordinary keywords.
+    assert ex.submit(f, fn=1, self=2).result(timeout=30) == (
+        (), {"fn": 1, "self": 2})
+
+
+def test_submit_missing_fn(ex):
+    with pytest.raises(TypeError):
+        ex.submit()
+
+
+def test_submit_not_callable(ex):
+    with pytest.raises(TypeError, match="not callable"):
+        ex.submit(3).result(timeout=30)
+
+
+def test_submit_wrong_arguments(ex):
+    with pytest.raises(TypeError):
+        ex.submit(len, 1, 2).result(timeout=30)
+
+
+def test_exception_is_stored(ex):
+    def boom():
+        raise ValueError("boom")
+    f = ex.submit(boom)
+    exc = f.exception(timeout=30)
+    assert isinstance(exc, ValueError)
+    assert exc.__traceback__ is not None
+    with pytest.raises(ValueError, match="boom"):
+        f.result()
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt,
+                                      GeneratorExit])
+def test_base_exception_is_stored(mod, exc_type):
+    def boom():
+        raise exc_type(7)
+    with mod.ThreadPoolExecutor(1) as e:
+        f = e.submit(boom)
+        assert isinstance(f.exception(timeout=30), exc_type)
+        # The worker survives and runs the next task.
+        assert e.submit(lambda: 5).result(timeout=30) == 5
+        assert len(e._threads) == 1
+
+
+def test_submit_after_shutdown(mod):
+    e = mod.ThreadPoolExecutor(1)
+    e.shutdown()
+    with pytest.raises(RuntimeError,
+                       match="^cannot schedule new futures after shutdown$"):
+        e.submit(noop)
+    with pytest.raises(RuntimeError):
+        e.map(abs, [1])
+
+
+def test_results_in_many_tasks(ex):
+    fs = [ex.submit(pow, i, 2) for i in range(2000)]
+    assert [f.result(timeout=30) for f in fs] == [i * i for i in range(2000)]
+
+
+def test_done_callback_runs_in_worker(ex):
+    names = []
+    done = threading.Event()
+
+    def cb(f):
+        names.append(threading.current_thread().name)
+        done.set()
+    gate = Gate()
+    f = ex.submit(gate)
+    f.add_done_callback(cb)
+    gate.open()
+    assert done.wait(30)
+    assert names[0].endswith("_0")
+
+
+def test_no_reference_leaks(ex):
+    def fn(*args, **kwargs):
+        return None
+    arg, kwval = object(), object()
+    before = [sys.getrefcount(o) for o in (fn, arg, kwval)]
+    for _ in range(3):
+        for f in [ex.submit(fn, arg, k=kwval) for _ in range(200)]:
+            f.result(timeout=30)
+        assert list(ex.map(fn, [arg] * 200, [kwval] * 200)) == [None] * 200
+        assert list(ex.map(fn, [arg] * 50, timeout=30)) == [None] * 50
+        del f
+    gc.collect()
+    assert [sys.getrefcount(o) for o in (fn, arg, kwval)] == before
+
+
+def test_submit_from_task(ex):
+    def outer():
+        return ex.submit(pow, 3, 2)
+    assert ex.submit(outer).result(timeout=30).result(timeout=30) == 9
+
+
+# ---- shutdown ----------------------------------------------------------
+
+def test_shutdown_wait_runs_queued(mod):
+    e = mod.ThreadPoolExecutor(2)
+    fs = [e.submit(time.sleep, 0.001) for _ in range(50)]
+    e.shutdown(wait=True)
+    assert all(f.done() and not f.cancelled() for f in fs)
+    assert e._shutdown
+    for t in e._threads:
+        assert not t.is_alive()
+    e.shutdown()   # twice is fine
+
+
+def test_shutdown_nowait_still_runs_queued(mod):
+    e = mod.ThreadPoolExecutor(2)
+    gate = Gate()
+    first = e.submit(gate)
+    fs = [e.submit(pow, i, 2) for i in range(100)]
+    e.shutdown(wait=False)
+    gate.open()
+    assert first.result(timeout=30) is None
+    assert [f.result(timeout=30) for f in fs] == [i * i for i in range(100)]
+    for t in list(e._threads):
+        t.join(30)
+        assert not t.is_alive()
+
+
+def test_shutdown_arguments(mod):
+    e = mod.ThreadPoolExecutor(1)
+    with pytest.raises(TypeError):
+        e.shutdown(True, True)
+    with pytest.raises(TypeError):
+        e.shutdown(bogus=1)
+    e.shutdown(wait=False, cancel_futures=False)
+
+
+@pytest.mark.timeout(60)
+def test_cancel_futures_long_queue(mod):
+    e = mod.ThreadPoolExecutor(2)
+    gate = Gate()
+    running = [e.submit(gate) for _ in range(2)]
+    gate.wait_entered(2)
+    queued = [e.submit(noop) for _ in range(20000)]
+    cancelled_cb = []
+    queued[-1].add_done_callback(lambda f: cancelled_cb.append(f.cancelled()))
+    assert e._work_queue.qsize() == 20000
+    t = threading.Thread(target=e.shutdown,
+                         kwargs=dict(wait=True, cancel_futures=True))
+    t.start()
+    deadline = time.monotonic() + 30
+    while not queued[-1].cancelled() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gate.open()
+    t.join(30)
+    assert not t.is_alive()
+    assert all(f.cancelled() for f in queued)
+    assert cancelled_cb == [True]
+    assert all(f.result() is None for f in running)
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued[0].result()
+
+
+def test_context_manager(mod):
+    with mod.ThreadPoolExecutor(2) as e:
+        fs = [e.submit(time.sleep, 0.001) for _ in range(20)]
+    assert all(f.done() for f in fs)
+    assert e._shutdown
+    with pytest.raises(ZeroDivisionError):
+        with mod.ThreadPoolExecutor(1) as e:
+            1 / 0
+    assert e._shutdown
+
+
+def test_exit_calls_overridden_shutdown(mod):
+    calls = []
+
+    class E(mod.ThreadPoolExecutor):
+        def shutdown(self, *args, **kwargs):
+            calls.append((args, kwargs))
+            super().shutdown(*args, **kwargs)
+    with E(1) as e:
+        e.submit(noop)
+    assert calls == [((), {"wait": True})]
+
+
+# ---- races -------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_many_threads_submit_at_once(mod):
+    with mod.ThreadPoolExecutor(4) as e:
+        results = {}
+        start = threading.Barrier(8)
+
+        def producer(k):
+            start.wait()
+            fs = [e.submit(pow, k * 10000 + i, 1) for i in range(3000)]
+            results[k] = [f.result(timeout=30) for f in fs]
+        ts = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        for k in range(8):
+            assert results[k] == [k * 10000 + i for i in range(3000)]
+        assert len(e._threads) <= 4
+
+
+@pytest.mark.timeout(90)
+def test_shutdown_races_submit(mod):
+    for round_ in range(15):
+        e = mod.ThreadPoolExecutor(3)
+        accepted = [[] for _ in range(4)]
+        refused = []
+        go = threading.Barrier(5)
+
+        def producer(k):
+            go.wait()
+            i = 0
+            while True:
+                try:
+                    accepted[k].append((i, e.submit(pow, i, 2)))
+                except RuntimeError as exc:
+                    refused.append(str(exc))
+                    return
+                i += 1
+        ts = [threading.Thread(target=producer, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        go.wait()
+        time.sleep(0.002 * (round_ % 5))
+        e.shutdown(wait=True)
+        # Everything accepted before shutdown ran to completion.
+        for k in range(4):
+            for i, f in accepted[k]:
+                assert f.done(), (round_, k, i)
+                assert f.result() == i * i
+        for t in ts:
+            t.join(30)
+        assert refused == ["cannot schedule new futures after shutdown"] * 4
+        for t in e._threads:
+            assert not t.is_alive()
+
+
+# ---- map ---------------------------------------------------------------
+
+def test_map_in_order(ex):
+    assert list(ex.map(pow, range(100), itertools.repeat(2))) == [
+        i * i for i in range(100)]
+    assert list(ex.map(pow, [1, 2, 3], [2, 2])) == [1, 4]
+    assert list(ex.map(noop)) == []
+    assert list(ex.map(abs, [], timeout=1, chunksize=5)) == []
+
+
+def test_signatures(mod):
+    import inspect
+    e = mod.ThreadPoolExecutor(1)
+    try:
+        assert str(inspect.signature(e.submit)) == "(fn, /, *args, **kwargs)"
+        assert str(inspect.signature(e.shutdown)) == (
+            "(wait=True, *, cancel_futures=False)")
+        assert str(inspect.signature(e.map)).startswith(
+            "(fn, *iterables, timeout=None, chunksize=1")
+    finally:
+        e.shutdown()
+
+
+def test_map_fn_keyword(ex):
+    assert list(ex.map(fn=abs)) == []
+    with pytest.raises(TypeError):
+        ex.map()
+    with pytest.raises(TypeError):
+        ex.map(abs, [1], bogus=1)
+
+
+def test_map_one_iterable_items_are_arguments(ex):
+    assert list(ex.map(len, [(1, 2), (), [3]])) == [2, 0, 1]
+    assert list(ex.map(lambda *a: a, [(1, 2)])) == [((1, 2),)]
+
+
+def test_ext_map_buffersize_falsy_items():
+    with cfutures.ThreadPoolExecutor(2) as e:
+        assert list(e.map(lambda x: x, [0, None, (), 0],
+                          buffersize=1)) == [0, None, (), 0]
+
+
+def test_map_is_eager(ex):
+    seen = []
+    it = ex.map(seen.append, range(10))
+    deadline = time.monotonic() + 30
+    while len(seen) < 10 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert sorted(seen) == list(range(10))
+    assert list(it) == [None] * 10
+
+
+def test_map_exception_at_its_item(ex):
+    def f(x):
+        if x == 3:
+            raise ValueError(x)
+        return x
+    it = ex.map(f, range(6))
+    assert [next(it), next(it), next(it)] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        next(it)
+    assert list(it) == []   # a generator that raised is finished
+
+
+def test_map_timeout_counts_from_the_call(mod):
+    with mod.ThreadPoolExecutor(1) as e:
+        gate = Gate()
+        it = e.map(gate, [1, 2], timeout=0.2)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(it)
+        assert time.monotonic() - t0 < 0.15
+        gate.open()
+
+
+def test_map_timeout_cancels_rest(mod):
+    with mod.ThreadPoolExecutor(1) as e:
+        gate = Gate()
+        blocker = e.submit(gate)
+        gate.wait_entered()
+        it = e.map(pow, range(5), range(5), timeout=0.05)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(it)
+        gate.open()
+        blocker.result(timeout=30)
+        assert list(it) == []
+        assert e._work_queue.qsize() in (0, 5)
+
+
+def test_map_bad_timeout(ex):
+    with pytest.raises(TypeError):
+        ex.map(abs, [1], timeout="x")
+
+
+def _map_blocking_after_first(e, gate, ran):
+    def f(x):
+        if x:
+            gate()
+        ran.append(x)
+        return x
+    return e.map(f, range(20))
+
+
+def test_map_close_cancels_remaining(mod):
+    with mod.ThreadPoolExecutor(1) as e:
+        gate = Gate()
+        ran = []
+        it = _map_blocking_after_first(e, gate, ran)
+        assert next(it) == 0
+        gate.wait_entered()     # item 1 is running
+        it.close()
+        gate.open()
+    assert ran == [0, 1]
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_map_drop_cancels_remaining(mod):
+    with mod.ThreadPoolExecutor(1) as e:
+        gate = Gate()
+        ran = []
+        it = _map_blocking_after_first(e, gate, ran)
+        assert next(it) == 0
+        gate.wait_entered()
+        del it
+        gc.collect()
+        gate.open()
+    assert ran == [0, 1]
+
+
+def test_map_unstarted_close_cancels_nothing(mod):
+    # A generator closed before its first next() never runs its finally:
+    # the stdlib leaves the calls running, and so does cfutures.
+    with mod.ThreadPoolExecutor(2) as e:
+        ran = []
+        it = e.map(ran.append, range(50))
+        it.close()
+        with pytest.raises(StopIteration):
+            next(it)
+    assert sorted(ran) == list(range(50))
+
+
+def test_map_iterable_raises(ex):
+    def gen():
+        yield 1
+        raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError):
+        ex.map(abs, gen())
+
+
+def test_map_uses_overridden_submit(mod):
+    calls = []
+
+    class E(mod.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            calls.append(args)
+            return super().submit(fn, *args, **kwargs)
+    with E(2) as e:
+        assert list(e.map(pow, [2, 3], [2, 2])) == [4, 9]
+    assert calls == [(2, 2), (3, 2)]
+
+
+def test_ext_map_buffersize_bad_values():
+    # buffersize is new in Python 3.14; the 3.11 stdlib has no oracle.
+    with cfutures.ThreadPoolExecutor(1) as e:
+        for bad in (0, -1):
+            with pytest.raises(ValueError,
+                               match=re.escape("buffersize must be None or >= 1.")):
+                e.map(abs, [1], buffersize=bad)
+        for bad in ("2", 2.0):
+            with pytest.raises(TypeError,
+                               match="buffersize must be an integer or None"):
+                e.map(abs, [1], buffersize=bad)
+        assert list(e.map(abs, [-1, -2], buffersize=None)) == [1, 2]
+        assert list(e.map(abs, [-1, -2], buffersize=10**30)) == [1, 2]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("buffersize", [1, 2, 7])
+def test_ext_map_buffersize_bounds_work_in_flight(buffersize):
+    # An endless iterable runs in bounded memory: as 3.14's Executor.map,
+    # at most buffersize futures are buffered, plus the one being waited on.
+    lock = threading.Lock()
+    submitted = itertools.count()
+    state = {"yielded": 0, "max_ahead": 0}
+
+    def endless():
+        for i in itertools.count():
+            n = next(submitted) + 1
+            with lock:
+                state["max_ahead"] = max(state["max_ahead"],
+                                         n - state["yielded"])
+            yield i
+    with cfutures.ThreadPoolExecutor(4) as e:
+        it = e.map(pow, endless(), itertools.repeat(2), buffersize=buffersize)
+        for i in range(2000):
+            assert next(it) == i * i
+            with lock:
+                state["yielded"] += 1
+        it.close()
+    assert state["max_ahead"] <= buffersize + 1
+
+
+def test_ext_map_buffersize_close_and_timeout():
+    with cfutures.ThreadPoolExecutor(1) as e:
+        gate = Gate()
+        it = e.map(gate, itertools.count(), buffersize=3, timeout=0.05)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(it)
+        gate.open()
+        assert list(it) == []
+
+
+def test_ext_map_buffersize_executor_dropped():
+    # The iterator holds the executor weakly (as 3.14): once it is gone,
+    # the buffered results still come, no new calls are made.
+    e = cfutures.ThreadPoolExecutor(1)
+    it = e.map(abs, itertools.count(), buffersize=3)
+    threads = list(e._threads)
+    del e
+    gc.collect()
+    assert list(it) == [0, 1, 2]
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+
+
+# ---- threads -----------------------------------------------------------
+
+def test_threads_started_lazily_and_bounded(mod):
+    with mod.ThreadPoolExecutor(3) as e:
+        assert len(e._threads) == 0
+        gate = Gate()
+        fs = [e.submit(gate) for _ in range(10)]
+        gate.wait_entered(3)
+        assert len(e._threads) == 3
+        assert all(isinstance(t, threading.Thread) for t in e._threads)
+        assert all(t in threading.enumerate() for t in e._threads)
+        gate.open()
+        for f in fs:
+            f.result(timeout=30)
+
+
+def test_idle_thread_is_reused(mod):
+    with mod.ThreadPoolExecutor(8) as e:
+        for _ in range(30):
+            e.submit(noop).result(timeout=30)
+        # The stdlib can start a second thread if its worker is preempted
+        # between set_result() and releasing its idle semaphore.
+        assert len(e._threads) <= 2
+
+
+@pytest.mark.timeout(60)
+def test_burst_after_idle_spreads_over_workers(mod):
+    # One idle worker takes the first call; the next ones start threads,
+    # so calls that block (or release the GIL) run side by side.
+    with mod.ThreadPoolExecutor(4) as e:
+        e.submit(noop).result(timeout=30)
+        time.sleep(0.05)
+        for _ in range(2):
+            gate = Gate()
+            fs = [e.submit(gate) for _ in range(4)]
+            gate.wait_entered(4)
+            gate.open()
+            for f in fs:
+                f.result(timeout=30)
+        assert len(e._threads) == 4
+
+
+def test_thread_names(mod):
+    with mod.ThreadPoolExecutor(2, thread_name_prefix="pfx") as e:
+        gate = Gate()
+        fs = [e.submit(lambda: gate(threading.current_thread().name))
+              for _ in range(2)]
+        gate.wait_entered(2)
+        gate.open()
+        assert sorted(f.result(timeout=30) for f in fs) == ["pfx_0", "pfx_1"]
+        assert sorted(t.name for t in e._threads) == ["pfx_0", "pfx_1"]
+    with mod.ThreadPoolExecutor(1) as e:
+        name = e.submit(lambda: threading.current_thread().name).result(30)
+        assert re.fullmatch(r"ThreadPoolExecutor-\d+_0", name)
+        assert e._thread_name_prefix == name[:-2]
+
+
+def test_default_names_are_unique(mod):
+    a, b = mod.ThreadPoolExecutor(1), mod.ThreadPoolExecutor(1)
+    try:
+        assert a._thread_name_prefix != b._thread_name_prefix
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_thread_local_and_initializer(mod):
+    local = threading.local()
+
+    def init(v):
+        local.v = v
+
+    def read():
+        return local.v
+    with mod.ThreadPoolExecutor(2, initializer=init, initargs=(42,)) as e:
+        assert [f.result(timeout=30) for f in
+                [e.submit(read) for _ in range(20)]] == [42] * 20
+
+
+def test_initargs_any_iterable(mod):
+    got = []
+    with mod.ThreadPoolExecutor(1, initializer=got.append,
+                                initargs=[7]) as e:
+        e.submit(noop).result(timeout=30)
+    assert got == [7]
+
+
+def test_failing_done_callback_is_logged_worker_survives(mod, caplog):
+    def bad_callback(f):
+        raise ValueError("callback")
+    with mod.ThreadPoolExecutor(1) as e:
+        with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+            gate = Gate()
+            f = e.submit(gate)
+            f.add_done_callback(bad_callback)
+            gate.open()
+            f.result(timeout=30)
+            assert e.submit(pow, 2, 3).result(timeout=30) == 8
+    assert any("exception calling callback" in r.getMessage()
+               for r in caplog.records)
+    assert len(e._threads) == 1
+
+
+@pytest.mark.timeout(60)
+def test_settrace_and_setprofile_reach_tasks(mod):
+    def task():
+        return 1
+    traced, profiled = set(), set()
+
+    def tracer(frame, event, arg):
+        traced.add(frame.f_code.co_name)
+        return None
+
+    def profiler(frame, event, arg):
+        profiled.add(frame.f_code.co_name)
+    threading.settrace(tracer)
+    threading.setprofile(profiler)
+    try:
+        with mod.ThreadPoolExecutor(1) as e:
+            assert e.submit(task).result(timeout=30) == 1
+    finally:
+        threading.settrace(None)
+        threading.setprofile(None)
+    assert "task" in traced
+    assert "task" in profiled
+
+
+def test_initializer_failure_breaks_pool(mod, caplog):
+    gate = Gate()
+
+    def init():
+        gate.wait_entered()
+        raise RuntimeError("init failed")
+    e = mod.ThreadPoolExecutor(1, initializer=init)
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+            fs = [e.submit(noop) for _ in range(5)]
+            gate.entered.release()
+            for f in fs:
+                with pytest.raises(BrokenThreadPool,
+                                   match="A thread initializer failed"):
+                    f.result(timeout=30)
+        assert e._broken == ("A thread initializer failed, the thread pool "
+                             "is not usable anymore")
+        with pytest.raises(BrokenThreadPool):
+            e.submit(noop)
+        assert isinstance(fs[0].exception(), concurrent.futures.BrokenExecutor)
+        assert any("Exception in initializer" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        e.shutdown()
+
+
+# ---- private attributes ------------------------------------------------
+
+def test_private_attributes(mod):
+    e = mod.ThreadPoolExecutor(2)
+    try:
+        assert e._max_workers == 2
+        assert e._broken is False
+        assert e._shutdown is False
+        assert isinstance(e._threads, set)
+        gate = Gate()
+        fs = [e.submit(gate) for _ in range(2)]
+        gate.wait_entered(2)
+        more = [e.submit(noop) for _ in range(5)]
+        assert e._work_queue.qsize() == 5
+        gate.open()
+        for f in fs + more:
+            f.result(timeout=30)
+        assert e._work_queue.qsize() == 0
+    finally:
+        e.shutdown()
+    assert e._shutdown is True
+
+
+def test_ext_private_attributes_read_only():
+    # The stdlib's are plain attributes; cfutures exposes them read-only.
+    e = cfutures.ThreadPoolExecutor(1)
+    try:
+        for name in ("_max_workers", "_threads", "_broken", "_shutdown",
+                     "_work_queue"):
+            with pytest.raises(AttributeError):
+                setattr(e, name, None)
+    finally:
+        e.shutdown()
+
+
+def test_ext_no_stdlib_method_runs():
+    # Every method of the stdlib class is overridden by the C type.
+    std = concurrent.futures.ThreadPoolExecutor
+    for name, value in vars(std).items():
+        if callable(value) and name not in ("__init__", "_counter"):
+            assert getattr(cfutures.ThreadPoolExecutor, name) is not value, name
+    for name in ("submit", "map", "shutdown", "__enter__", "__exit__"):
+        assert getattr(cfutures.ThreadPoolExecutor, name) is not getattr(
+            concurrent.futures.Executor, name)
+    assert (cfutures.ThreadPoolExecutor.__init__
+            is not std.__init__)
+
+
+def test_ext_private_helpers():
+    e = cfutures.ThreadPoolExecutor(2)
+    try:
+        e._adjust_thread_count()
+        assert len(e._threads) == 1
+        e._initializer_failed()
+        with pytest.raises(BrokenThreadPool):
+            e.submit(noop)
+    finally:
+        e.shutdown()
+
+
+def test_ext_uninitialised_subclass():
+    class E(cfutures.ThreadPoolExecutor):
+        def __init__(self):
+            pass
+    with pytest.raises(RuntimeError, match="__init__"):
+        E().submit(noop)
+
+
+def test_asyncio_default_executor(mod):
+    async def main():
+        loop = asyncio.get_running_loop()
+        e = mod.ThreadPoolExecutor(2)
+        loop.set_default_executor(e)
+        r = await loop.run_in_executor(None, pow, 3, 2)
+        return r, e
+    r, e = asyncio.run(main())
+    assert r == 9
+    assert e._shutdown   # asyncio.run shut the default executor down
+
+
+# ---- lifecycle ---------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_dropped_executor_lets_workers_exit(mod):
+    e = mod.ThreadPoolExecutor(3)
+    gate = Gate()
+    fs = [e.submit(gate, i) for i in range(10)]
+    gate.wait_entered(3)
+    threads = list(e._threads)
+    ref = weakref.ref(e)
+    del e
+    gc.collect()
+    assert ref() is None
+    gate.open()
+    # Queued work still runs, then the workers exit.
+    assert [f.result(timeout=30) for f in fs] == list(range(10))
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+
+
+@pytest.mark.timeout(60)
+def test_ext_dropped_executor_in_cycle_lets_workers_exit():
+    # cfutures workers hold the pool, not the executor; an executor that
+    # dies in a reference cycle stops its workers too.
+    e = cfutures.ThreadPoolExecutor(2)
+    e.me = e
+    e.submit(noop).result(timeout=30)
+    threads = list(e._threads)
+    del e
+    gc.collect()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("modname", ["concurrent.futures", "cfutures"])
+def test_interpreter_exit_with_live_executor(modname):
+    r = run_script(f"""
+        import sys, time
+        import {modname} as mod
+        out = []
+        ex = mod.ThreadPoolExecutor(2)
+        def task(i):
+            time.sleep(0.002)
+            out.append(i)
+            return i
+        fs = [ex.submit(task, i) for i in range(200)]
+        ex2 = mod.ThreadPoolExecutor(1)
+        ex2.submit(time.sleep, 0.01)
+        def report():
+            print(len(out), sorted(out) == list(range(200)), ex._shutdown)
+        import atexit
+        atexit.register(report)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert r.stdout.split() == ["200", "True", "True"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("modname", ["concurrent.futures", "cfutures"])
+def test_submit_after_interpreter_shutdown(modname):
+    r = run_script(f"""
+        import atexit
+        import {modname} as mod
+        TPE = mod.ThreadPoolExecutor
+        def late():
+            ex = TPE(1)
+            try:
+                ex.submit(print, 'ran')
+            except RuntimeError as e:
+                print(e)
+        atexit.register(late)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (
+        "cannot schedule new futures after interpreter shutdown")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("modname", ["concurrent.futures", "cfutures"])
+def test_fork(modname):
+    r = run_script(f"""
+        import os, sys, time
+        import {modname} as mod
+        ex = mod.ThreadPoolExecutor(4)
+        assert sum(f.result() for f in [ex.submit(pow, i, 2)
+                                        for i in range(100)]) == 328350
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    with mod.ThreadPoolExecutor(2) as ex2:
+                        ok = list(ex2.map(abs, range(-50, 0))) == list(
+                            range(50, 0, -1))
+                    os._exit(0 if ok else 3)
+                except BaseException:
+                    import traceback; traceback.print_exc()
+                    os._exit(4)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            # The parent's executor keeps working.
+            assert list(ex.map(pow, range(100), [2] * 100)) == [
+                i * i for i in range(100)]
+        ex.shutdown()
+        print("ok")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+    assert r.stderr == ""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_ext_fork_inherited_executor_usable_in_child():
+    # The stdlib's inherited executor may hang in the child (its idle
+    # semaphore counts threads that no longer exist); cfutures forgets the
+    # dead workers and starts new ones.
+    r = run_script("""
+        import os, threading
+        import cfutures
+        ex = cfutures.ThreadPoolExecutor(2)
+        [f.result() for f in [ex.submit(abs, -i) for i in range(100)]]
+        pid = os.fork()
+        if pid == 0:
+            ok = ex.submit(pow, 3, 2).result(timeout=20) == 9
+            ex.shutdown()
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert ex.submit(pow, 2, 2).result(timeout=20) == 4
+        ex.shutdown()
+        print("ok")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+# ---- stress ------------------------------------------------------------
+
+def _noop_flood(mod, total, batch):
+    with mod.ThreadPoolExecutor(4) as e:
+        done = 0
+        while done < total:
+            n = min(batch, total - done)
+            fs = [e.submit(pow, i, 1) for i in range(done, done + n)]
+            for i, f in enumerate(fs, done):
+                assert f.result(timeout=60) == i
+            done += n
+        del fs, f
+
+
+@pytest.mark.timeout(120)
+def test_million_noop_tasks(mod):
+    # One million through one cfutures pool (a few seconds); the stdlib
+    # oracle runs 50,000 of the same, since it takes ~20 us a task.
+    total = 1_000_000 if mod is cfutures else 50_000
+    _noop_flood(mod, 20_000, 20_000)   # warm up: threads, caches
+    gc.collect()
+    before = sys.getallocatedblocks()
+    _noop_flood(mod, total, 100_000)
+    gc.collect()
+    after = sys.getallocatedblocks()
+    # Back at baseline: no per-task object (future, args, item) survives.
+    assert after - before < 2000, (before, after)
+
+
+@pytest.mark.timeout(120)
+def test_memory_back_at_baseline(mod):
+    # tracemalloc also sees the C allocations (the queue's chunks).
+    total = 200_000 if mod is cfutures else 20_000
+    _noop_flood(mod, 10_000, 10_000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        _noop_flood(mod, total, total)
+        gc.collect()
+        now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base > 1_000_000   # the burst really was in memory
+    assert now - base < 100_000, (base, now, peak)
+
+
+@pytest.mark.timeout(60)
+def test_bounded_workers_with_blocking_tasks(mod):
+    # Work that releases the GIL spreads over the workers.
+    with mod.ThreadPoolExecutor(4) as e:
+        lock = threading.Lock()
+        active = [0, 0]
+
+        def task():
+            with lock:
+                active[0] += 1
+                active[1] = max(active[1], active[0])
+            time.sleep(0.02)
+            with lock:
+                active[0] -= 1
+        for f in [e.submit(task) for _ in range(16)]:
+            f.result(timeout=30)
+        assert active[1] == 4
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT via kill")
+@pytest.mark.parametrize("modname", ["concurrent.futures", "cfutures"])
+def test_ctrl_c_interrupts_shutdown_wait(modname):
+    r = run_script(f"""
+        import os, signal, threading, time
+        import {modname} as mod
+        ev = threading.Event()
+        ex = mod.ThreadPoolExecutor(1)
+        ex.submit(ev.wait, 30)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            ex.shutdown(wait=True)
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic() - t0 < 5)
+        ev.set()
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["interrupted", "True"]
