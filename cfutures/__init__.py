@@ -19,6 +19,7 @@ from concurrent.futures import (
 )
 
 from . import _cfutures
+from ._cfutures import as_completed, wait
 
 __all__ = [
     "ALL_COMPLETED",
@@ -29,6 +30,8 @@ __all__ = [
     "Future",
     "InvalidStateError",
     "TimeoutError",
+    "as_completed",
+    "wait",
 ]
 
 

@@ -56,6 +56,10 @@ typedef struct {
     PyObject *str_call_soon_threadsafe;
     PyObject *str_call_soon;
     PyObject *str_create_future;
+
+    /* wait.c: the waiter cfutures.wait()/as_completed() put in a
+     * concurrent.futures.Future's _waiters. */
+    PyTypeObject *waiter_type;
 } cf_state;
 
 extern PyModuleDef cf_module_def;

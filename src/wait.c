@@ -1,8 +1,1215 @@
-/* Placeholder until this concept lands. */
+/* wait() and as_completed(): block until some of many futures are done.
+ *
+ * Lib/concurrent/futures/_base.py is the specification.  The stdlib takes
+ * every future's Condition, appends one waiter to every future's _waiters
+ * list, and on the way out takes every Condition again to remove it: a
+ * few microseconds per future per call.  Here a cfutures future gets a
+ * cf_waitnode linked into it (two pointer writes, no lock: state changes
+ * happen with the GIL held, and nothing between the state check and the
+ * link can let another thread run), and the one cf_event of the call is
+ * set by the node's notify function when the future reaches a final state.
+ *
+ * Any other concurrent.futures.Future (the stdlib's, ProcessPoolExecutor's,
+ * a subclass) is waited on through its own protocol: under f._condition,
+ * read f._state and append a waiter object with add_result(),
+ * add_exception() and add_cancelled() to f._waiters.  Both kinds feed the
+ * same per-call bookkeeping (multiwait), so one call takes any mix.
+ *
+ * As in the stdlib, a future counts as done only in CANCELLED_AND_NOTIFIED
+ * or FINISHED: a bare cancel() is seen once the executor (or whoever runs
+ * the future) calls set_running_or_notify_cancel(). */
 #include "cfutures.h"
+
+#include <math.h>
+#include <stddef.h>
+
+/* How a future ended, as the stdlib's waiter methods tell it. */
+enum { HOW_RESULT, HOW_EXCEPTION, HOW_CANCELLED };
+
+/* ---- the bookkeeping of one wait()/as_completed() call ---------------- */
+
+typedef struct multiwait multiwait;
+/* Called with the GIL held when item i reaches a final state, from a
+ * notify function or a waiter method: must not call into Python. */
+typedef void (*mw_done_fn)(multiwait *mw, Py_ssize_t i, int how);
+
+struct multiwait {
+    cf_state *st;
+    Py_ssize_t n;
+    PyObject **items;        /* the distinct futures */
+    cf_waitnode *nodes;      /* nodes[i].future != NULL while linked */
+    PyObject **waiters;      /* our waiter in items[i]._waiters, or NULL */
+    mw_done_fn on_done;
+    cf_event ev;             /* the one event the caller sleeps on */
+};
+
+/* A waiter object in a foreign future's _waiters.  It holds no
+ * references: the call that installed it detaches it (owner = NULL)
+ * before it goes, so a late add_result() on a waiter that could not be
+ * removed is harmless. */
+typedef struct {
+    PyObject_HEAD
+    multiwait *owner;
+    Py_ssize_t index;
+    int fired;
+} waiter_object;
+
+static int
+mw_alloc(multiwait *mw, cf_state *st, Py_ssize_t n, mw_done_fn on_done)
+{
+    mw->st = st;
+    mw->n = 0;
+    mw->on_done = on_done;
+    mw->items = NULL;
+    mw->nodes = NULL;
+    mw->waiters = NULL;
+    if (n == 0) {
+        return 0;
+    }
+    if ((size_t)n > PY_SSIZE_T_MAX / (2 * sizeof(PyObject *)
+                                      + sizeof(cf_waitnode))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* Zeroed: an unlinked node has future == NULL. */
+    mw->items = PyMem_Calloc(n, sizeof(PyObject *));
+    mw->waiters = PyMem_Calloc(n, sizeof(PyObject *));
+    mw->nodes = PyMem_Calloc(n, sizeof(cf_waitnode));
+    if (mw->items == NULL || mw->waiters == NULL || mw->nodes == NULL) {
+        PyMem_Free(mw->items);
+        PyMem_Free(mw->waiters);
+        PyMem_Free(mw->nodes);
+        mw->items = NULL;
+        mw->waiters = NULL;
+        mw->nodes = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    mw->n = n;
+    return 0;
+}
+
+static void
+mw_free(multiwait *mw)
+{
+    PyMem_Free(mw->items);
+    PyMem_Free(mw->waiters);
+    PyMem_Free(mw->nodes);
+    mw->items = NULL;
+    mw->waiters = NULL;
+    mw->nodes = NULL;
+    mw->n = 0;
+}
+
+static void
+mw_notify(cf_waitnode *node, PyObject *future, int kind)
+{
+    if (kind == CF_EV_CANCELLED) {
+        /* The stdlib's wait() does not see a bare cancel(); the node stays
+         * linked for CF_EV_CANCEL_NOTIFIED. */
+        return;
+    }
+    multiwait *mw = (multiwait *)node->owner;
+    int how = HOW_CANCELLED;
+    if (kind == CF_EV_FINISHED) {
+        how = ((cf_future *)future)->exception != NULL ? HOW_EXCEPTION
+                                                       : HOW_RESULT;
+    }
+    mw->on_done(mw, node - mw->nodes, how);
+}
+
+static int
+cf_how_done(cf_future *f)
+{
+    if (f->state == CF_FINISHED) {
+        return f->exception != NULL ? HOW_EXCEPTION : HOW_RESULT;
+    }
+    return HOW_CANCELLED;
+}
+
+/* Is the state name one of CANCELLED_AND_NOTIFIED, FINISHED?  Sets *how. */
+static int
+foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
+{
+    int r = PyObject_RichCompareBool(state, mw->st->state_names[CF_FINISHED],
+                                     Py_EQ);
+    if (r < 0) {
+        return -1;
+    }
+    if (r) {
+        PyObject *exc = PyObject_GetAttrString(f, "_exception");
+        if (exc == NULL) {
+            return -1;
+        }
+        *how = exc != Py_None ? HOW_EXCEPTION : HOW_RESULT;
+        Py_DECREF(exc);
+        return 1;
+    }
+    r = PyObject_RichCompareBool(
+        state, mw->st->state_names[CF_CANCELLED_AND_NOTIFIED], Py_EQ);
+    if (r > 0) {
+        *how = HOW_CANCELLED;
+    }
+    return r;
+}
+
+static int
+call_noargs(PyObject *obj, const char *name)
+{
+    PyObject *r = PyObject_CallMethod(obj, name, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Under f._condition: read f._state, and install a waiter when `install`
+ * and the future is not done.  1 done (and *how), 0 not done, -1 error. */
+static int
+foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
+{
+    PyObject *f = mw->items[i];
+    PyObject *cond = PyObject_GetAttrString(f, "_condition");
+    if (cond == NULL) {
+        return -1;
+    }
+    if (call_noargs(cond, "acquire") < 0) {
+        Py_DECREF(cond);
+        return -1;
+    }
+    int done = -1;
+    PyObject *state = PyObject_GetAttrString(f, "_state");
+    if (state != NULL) {
+        done = foreign_state_done(mw, f, state, how);
+        Py_DECREF(state);
+    }
+    if (done == 0 && install) {
+        waiter_object *w = PyObject_New(waiter_object, mw->st->waiter_type);
+        PyObject *list = NULL, *r = NULL;
+        if (w != NULL) {
+            w->owner = mw;
+            w->index = i;
+            w->fired = 0;
+            list = PyObject_GetAttrString(f, "_waiters");
+        }
+        if (list != NULL) {
+            r = PyObject_CallMethod(list, "append", "O", (PyObject *)w);
+            Py_DECREF(list);
+        }
+        if (r == NULL) {
+            if (w != NULL) {
+                w->owner = NULL;
+                Py_DECREF(w);
+            }
+            done = -1;
+        }
+        else {
+            Py_DECREF(r);
+            mw->waiters[i] = (PyObject *)w;
+        }
+    }
+    /* Release even after an error, keeping the error. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (call_noargs(cond, "release") < 0) {
+        if (type == NULL) {
+            PyErr_Fetch(&type, &value, &tb);
+            done = -1;
+        }
+        else {
+            PyErr_WriteUnraisable(cond);
+        }
+    }
+    PyErr_Restore(type, value, tb);
+    Py_DECREF(cond);
+    return done;
+}
+
+/* The done test of the stdlib's snapshot, without installing anything:
+ * 1 done (*how set), 0 not, -1 error. */
+static int
+mw_is_done(multiwait *mw, Py_ssize_t i, int *how)
+{
+    PyObject *f = mw->items[i];
+    if (cf_future_check(mw->st, f)) {
+        cf_future *cf = (cf_future *)f;
+        int done;
+        CF_BEGIN_CRITICAL(cf)
+        done = cf->state >= CF_CANCELLED_AND_NOTIFIED;
+        if (done) {
+            *how = cf_how_done(cf);
+        }
+        CF_END_CRITICAL()
+        return done;
+    }
+    return foreign_check(mw, i, 0, how);
+}
+
+/* Start watching item i: 1 already done (nothing installed, *how set),
+ * 0 installed, -1 error. */
+static int
+mw_install(multiwait *mw, Py_ssize_t i, int *how)
+{
+    PyObject *f = mw->items[i];
+    if (cf_future_check(mw->st, f)) {
+        cf_future *cf = (cf_future *)f;
+        int done;
+        /* Check and link in one critical section: no completion can fall
+         * between them. */
+        CF_BEGIN_CRITICAL(cf)
+        done = cf->state >= CF_CANCELLED_AND_NOTIFIED;
+        if (done) {
+            *how = cf_how_done(cf);
+        }
+        else {
+            cf_future_link(cf, &mw->nodes[i], mw_notify, mw);
+        }
+        CF_END_CRITICAL()
+        return done;
+    }
+    return foreign_check(mw, i, 1, how);
+}
+
+/* Stop watching item i.  Always detaches; -1 (with an exception) if a
+ * foreign future would not let its waiter go. */
+static int
+mw_uninstall(multiwait *mw, Py_ssize_t i)
+{
+    if (mw->nodes[i].future != NULL) {
+        cf_future_unlink(&mw->nodes[i]);
+    }
+    waiter_object *w = (waiter_object *)mw->waiters[i];
+    if (w == NULL) {
+        return 0;
+    }
+    mw->waiters[i] = NULL;
+    w->owner = NULL;
+    /* with f._condition: f._waiters.remove(waiter), as the stdlib does. */
+    PyObject *f = mw->items[i];
+    int rc = -1;
+    PyObject *cond = PyObject_GetAttrString(f, "_condition");
+    if (cond != NULL && call_noargs(cond, "acquire") == 0) {
+        PyObject *list = PyObject_GetAttrString(f, "_waiters");
+        if (list != NULL) {
+            PyObject *r = PyObject_CallMethod(list, "remove", "O",
+                                              (PyObject *)w);
+            if (r != NULL) {
+                Py_DECREF(r);
+                rc = 0;
+            }
+            Py_DECREF(list);
+        }
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (call_noargs(cond, "release") < 0) {
+            if (type == NULL) {
+                PyErr_Fetch(&type, &value, &tb);
+                rc = -1;
+            }
+            else {
+                PyErr_WriteUnraisable(cond);
+            }
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(cond);
+    Py_DECREF(w);
+    return rc;
+}
+
+/* Detach everything without calling Python (GC clear, teardown). */
+static void
+mw_detach_all(multiwait *mw)
+{
+    for (Py_ssize_t i = 0; i < mw->n; i++) {
+        if (mw->nodes[i].future != NULL) {
+            cf_future_unlink(&mw->nodes[i]);
+        }
+        waiter_object *w = (waiter_object *)mw->waiters[i];
+        if (w != NULL) {
+            mw->waiters[i] = NULL;
+            w->owner = NULL;
+            Py_DECREF(w);
+        }
+    }
+}
+
+/* Uninstall every item for which `keep` is NULL or keep[i] is 0; the first
+ * error is kept, later ones are reported as unraisable. */
+static int
+mw_uninstall_all(multiwait *mw)
+{
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < mw->n; i++) {
+        if (mw->items[i] == NULL) {
+            continue;
+        }
+        if (mw_uninstall(mw, i) < 0) {
+            if (rc == 0) {
+                rc = -1;
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                /* Keep going: every other waiter must go too. */
+                for (Py_ssize_t j = i + 1; j < mw->n; j++) {
+                    if (mw->items[j] != NULL && mw_uninstall(mw, j) < 0) {
+                        PyErr_WriteUnraisable(mw->items[j]);
+                    }
+                }
+                PyErr_Restore(type, value, tb);
+                return rc;
+            }
+        }
+    }
+    return rc;
+}
+
+/* ---- the waiter type foreign futures call back -------------------------- */
+
+static PyObject *
+waiter_fire(waiter_object *self, int how)
+{
+    if (self->owner != NULL && !self->fired) {
+        self->fired = 1;
+        self->owner->on_done(self->owner, self->index, how);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+waiter_add_result(waiter_object *self, PyObject *future)
+{
+    return waiter_fire(self, HOW_RESULT);
+}
+
+static PyObject *
+waiter_add_exception(waiter_object *self, PyObject *future)
+{
+    return waiter_fire(self, HOW_EXCEPTION);
+}
+
+static PyObject *
+waiter_add_cancelled(waiter_object *self, PyObject *future)
+{
+    return waiter_fire(self, HOW_CANCELLED);
+}
+
+static void
+waiter_dealloc(waiter_object *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef waiter_methods[] = {
+    {"add_result", (PyCFunction)waiter_add_result, METH_O, NULL},
+    {"add_exception", (PyCFunction)waiter_add_exception, METH_O, NULL},
+    {"add_cancelled", (PyCFunction)waiter_add_cancelled, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot waiter_slots[] = {
+    {Py_tp_doc, "What cfutures.wait() and as_completed() put in the "
+                "_waiters of a concurrent.futures.Future."},
+    {Py_tp_dealloc, waiter_dealloc},
+    {Py_tp_methods, waiter_methods},
+    {0, NULL},
+};
+
+static PyType_Spec waiter_spec = {
+    .name = "cfutures._cfutures._Waiter",
+    .basicsize = sizeof(waiter_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION
+             | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = waiter_slots,
+};
+
+/* ---- arguments and timeouts --------------------------------------------- */
+
+/* Python-style argument binding for a METH_FASTCALL|METH_KEYWORDS function
+ * with positional-or-keyword parameters `names`, the first nreq required. */
+static int
+bind_args(const char *fname, const char *const *names, Py_ssize_t nreq,
+          Py_ssize_t nmax, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, PyObject **out)
+{
+    for (Py_ssize_t i = 0; i < nmax; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes from %zd to %zd positional arguments but "
+                     "%zd were given", fname, nreq, nmax, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t j = 0;
+        while (j < nmax
+               && PyUnicode_CompareWithASCIIString(key, names[j]) != 0) {
+            j++;
+        }
+        if (j == nmax) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%S'",
+                         fname, key);
+            return -1;
+        }
+        if (out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got multiple values for argument '%s'",
+                         fname, names[j]);
+            return -1;
+        }
+        out[j] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < nreq; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing 1 required positional argument: '%s'",
+                         fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Seconds to nanoseconds for cf_event_wait, refusing what Lock.acquire()
+ * refuses; beyond int64 nanoseconds (292 years) it waits forever. */
+static int
+seconds_to_ns(double secs, int64_t *ns)
+{
+    if (secs <= 0 || secs != secs) {
+        /* Condition.wait() polls for a timeout that is not > 0. */
+        *ns = 0;
+        return 0;
+    }
+    if (secs * 1e6 > (double)PY_TIMEOUT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
+    *ns = secs >= 9e9 ? -1 : (int64_t)(secs * 1e9);
+    return 0;
+}
+
+/* wait()'s timeout as threading.Event.wait() takes it: None forever, else
+ * `timeout > 0` decides between a timed wait and a poll. */
+static int
+parse_wait_timeout(PyObject *timeout, int64_t *ns)
+{
+    if (timeout == NULL || timeout == Py_None) {
+        *ns = -1;
+        return 0;
+    }
+    if (!PyFloat_Check(timeout) && !PyLong_Check(timeout)) {
+        /* The stdlib's error for a non-number is that of `timeout > 0`. */
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL) {
+            return -1;
+        }
+        int r = PyObject_RichCompareBool(timeout, zero, Py_GT);
+        Py_DECREF(zero);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return seconds_to_ns(secs, ns);
+}
+
+/* ---- wait() ------------------------------------------------------------- */
+
+enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED };
+
+typedef struct {
+    multiwait mw;            /* first: on_done casts back */
+    int mode;
+    Py_ssize_t pending;      /* not done items left (ALL/FIRST_EXCEPTION) */
+    char *done;              /* done[i]: item i counts as done */
+} waitcall;
+
+static void
+wait_on_done(multiwait *mw, Py_ssize_t i, int how)
+{
+    waitcall *wc = (waitcall *)mw;
+    if (wc->done[i]) {
+        return;
+    }
+    wc->done[i] = 1;
+    switch (wc->mode) {
+    case MODE_FIRST_COMPLETED:
+        cf_event_set(&mw->ev);
+        return;
+    case MODE_FIRST_EXCEPTION:
+        if (how == HOW_EXCEPTION) {
+            cf_event_set(&mw->ev);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    if (--wc->pending == 0) {
+        cf_event_set(&mw->ev);
+    }
+}
+
+/* The stdlib's early FIRST_EXCEPTION test on a done future:
+ * `not f.cancelled() and f.exception() is not None`. */
+static int
+raised(cf_state *st, PyObject *f)
+{
+    if (cf_future_check(st, f)) {
+        cf_future *cf = (cf_future *)f;
+        return cf->state == CF_FINISHED && cf->exception != NULL
+               && cf->exception != Py_None;
+    }
+    PyObject *r = PyObject_CallMethod(f, "cancelled", NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int c = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (c != 0) {
+        return c < 0 ? -1 : 0;
+    }
+    r = PyObject_CallMethod(f, "exception", NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    c = r != Py_None;
+    Py_DECREF(r);
+    return c;
+}
+
+/* DoneAndNotDoneFutures(done, not_done); `fs` (our private copy of the
+ * argument) becomes not_done. */
+static PyObject *
+wait_result(cf_state *st, PyObject *fs, waitcall *wc)
+{
+    PyObject *done = PySet_New(NULL);
+    if (done == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < wc->mw.n; i++) {
+        if (wc->done[i]) {
+            PyObject *f = wc->mw.items[i];
+            /* items are borrowed from fs: add before discarding. */
+            if (PySet_Add(done, f) < 0 || PySet_Discard(fs, f) < 0) {
+                Py_DECREF(done);
+                return NULL;
+            }
+        }
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(st->DoneAndNotDoneFutures,
+                                               done, fs, NULL);
+    Py_DECREF(done);
+    return r;
+}
+
+static int
+return_when_is(PyObject *rw, PyObject *value)
+{
+    return rw == value ? 1 : PyObject_RichCompareBool(rw, value, Py_EQ);
+}
+
+static PyObject *
+cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+        PyObject *kwnames)
+{
+    static const char *const names[] = {"fs", "timeout", "return_when"};
+    cf_state *st = cf_get_state(module);
+    PyObject *argv[3];
+    if (bind_args("wait", names, 1, 3, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    PyObject *timeout = argv[1];
+    PyObject *return_when = argv[2] ? argv[2] : st->ALL_COMPLETED;
+
+    /* A private copy: it dedups, holds the items while the GIL is
+     * released, and becomes the not_done set. */
+    PyObject *fs = PySet_New(argv[0]);
+    if (fs == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySet_GET_SIZE(fs);
+    PyObject *result = NULL;
+    waitcall wc;
+    wc.done = NULL;
+    int have_event = 0;
+    if (mw_alloc(&wc.mw, st, n, wait_on_done) < 0) {
+        goto exit;
+    }
+    wc.done = PyMem_Calloc(n ? n : 1, 1);
+    if (wc.done == NULL) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    {
+        PyObject *it = PyObject_GetIter(fs), *f;
+        if (it == NULL) {
+            goto exit;
+        }
+        Py_ssize_t i = 0;
+        while ((f = PyIter_Next(it)) != NULL) {
+            wc.mw.items[i++] = f;
+            Py_DECREF(f);       /* fs keeps it alive */
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            goto exit;
+        }
+    }
+
+    /* The snapshot: which are done already. */
+    Py_ssize_t ndone = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int how;
+        int d = mw_is_done(&wc.mw, i, &how);
+        if (d < 0) {
+            goto exit;
+        }
+        wc.done[i] = (char)d;
+        ndone += d;
+    }
+    int r = return_when_is(return_when, st->FIRST_COMPLETED);
+    if (r < 0) {
+        goto exit;
+    }
+    if (r) {
+        wc.mode = MODE_FIRST_COMPLETED;
+        if (ndone > 0) {
+            result = wait_result(st, fs, &wc);
+            goto exit;
+        }
+    }
+    else {
+        r = return_when_is(return_when, st->FIRST_EXCEPTION);
+        if (r < 0) {
+            goto exit;
+        }
+        if (r) {
+            wc.mode = MODE_FIRST_EXCEPTION;
+            for (Py_ssize_t i = 0; i < n && ndone > 0; i++) {
+                if (!wc.done[i]) {
+                    continue;
+                }
+                int e = raised(st, wc.mw.items[i]);
+                if (e < 0) {
+                    goto exit;
+                }
+                if (e) {
+                    result = wait_result(st, fs, &wc);
+                    goto exit;
+                }
+            }
+        }
+        else {
+            r = return_when_is(return_when, st->ALL_COMPLETED);
+            if (r < 0) {
+                goto exit;
+            }
+            wc.mode = MODE_ALL_COMPLETED;
+        }
+    }
+    if (ndone == n) {
+        result = wait_result(st, fs, &wc);
+        goto exit;
+    }
+    if (!r) {
+        /* Checked only here, as in the stdlib: a bad return_when passes
+         * when everything is done already. */
+        PyErr_Format(PyExc_ValueError, "Invalid return condition: %R",
+                     return_when);
+        goto exit;
+    }
+    if (timeout != NULL && (PyFloat_CheckExact(timeout)
+                            || PyLong_CheckExact(timeout))) {
+        /* A poll needs no waiters: the snapshot is the answer. */
+        double secs = PyFloat_AsDouble(timeout);
+        if (secs == -1.0 && PyErr_Occurred()) {
+            goto exit;
+        }
+        if (secs <= 0 || secs != secs) {
+            result = wait_result(st, fs, &wc);
+            goto exit;
+        }
+    }
+
+    if (cf_event_init(&wc.mw.ev) < 0) {
+        goto exit;
+    }
+    have_event = 1;
+    wc.pending = n - ndone;
+    int err = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (wc.done[i]) {
+            continue;
+        }
+        int how;
+        int d = mw_install(&wc.mw, i, &how);
+        if (d < 0) {
+            err = 1;
+            break;
+        }
+        if (d) {
+            /* Finished since the snapshot: as if its waiter had run. */
+            wait_on_done(&wc.mw, i, how);
+        }
+    }
+    if (!err) {
+        int64_t ns;
+        if (parse_wait_timeout(timeout, &ns) < 0
+            || cf_event_wait(&wc.mw.ev, ns) < 0) {
+            err = 1;
+        }
+    }
+    if (err) {
+        /* Keep the first error; the waiters go regardless. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (mw_uninstall_all(&wc.mw) < 0) {
+            PyErr_WriteUnraisable(NULL);
+        }
+        PyErr_Restore(type, value, tb);
+        goto exit;
+    }
+    if (mw_uninstall_all(&wc.mw) < 0) {
+        goto exit;
+    }
+    result = wait_result(st, fs, &wc);
+
+exit:
+    if (wc.mw.n > 0) {
+        mw_detach_all(&wc.mw);
+    }
+    if (have_event) {
+        cf_event_fini(&wc.mw.ev);
+    }
+    mw_free(&wc.mw);
+    PyMem_Free(wc.done);
+    Py_DECREF(fs);
+    return result;
+}
+
+/* ---- as_completed() ----------------------------------------------------- */
+
+/* The iterator as_completed() returns.  Like the stdlib's generator it
+ * starts work at the first next(): it reads fs, starts the timeout clock
+ * and installs its waiters then.  It yields the futures done at that time,
+ * then the others in the order they finish, in batches as the stdlib does
+ * (a batch is what finished by the time the previous batch ran out; the
+ * timeout is checked between batches).  It drops its reference to a future
+ * as it yields it. */
+typedef struct {
+    PyObject_HEAD
+    multiwait mw;            /* items: strong refs until yielded */
+    PyObject *fs;            /* the argument, until the first next() */
+    PyObject *timeout;
+    Py_ssize_t *queue;       /* indices of done items, in finishing order */
+    Py_ssize_t q_head, q_tail, batch_end;
+    Py_ssize_t total, yielded;
+    double deadline;         /* monotonic seconds; NaN: no deadline */
+    char started, running, closed, have_event;
+} ascompleted;
+
+#define AC_FROM_MW(mwp) \
+    ((ascompleted *)((char *)(mwp) - offsetof(ascompleted, mw)))
+
+static void
+ac_on_done(multiwait *mw, Py_ssize_t i, int how)
+{
+    ascompleted *it = AC_FROM_MW(mw);
+    if (it->q_tail < mw->n) {
+        it->queue[it->q_tail++] = i;
+        cf_event_set(&mw->ev);
+    }
+}
+
+static double
+monotonic_s(void)
+{
+    return (double)cf_monotonic_ns() / 1e9;
+}
+
+/* end_time = timeout + time.monotonic(), as the stdlib computes it. */
+static int
+ac_parse_deadline(ascompleted *it)
+{
+    PyObject *timeout = it->timeout;
+    it->deadline = NAN;
+    if (timeout == NULL || timeout == Py_None) {
+        return 0;
+    }
+    double now = monotonic_s();
+    double end;
+    if (PyFloat_Check(timeout) || PyLong_Check(timeout)) {
+        double secs = PyFloat_AsDouble(timeout);
+        if (secs == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        end = secs + now;
+    }
+    else {
+        PyObject *pnow = PyFloat_FromDouble(now);
+        if (pnow == NULL) {
+            return -1;
+        }
+        /* Whatever `timeout + time.monotonic()` does, errors included. */
+        PyObject *sum = PyNumber_Add(timeout, pnow);
+        Py_DECREF(pnow);
+        if (sum == NULL) {
+            return -1;
+        }
+        end = PyFloat_AsDouble(sum);
+        Py_DECREF(sum);
+        if (end == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (end != end) {
+        /* The stdlib would poll in a busy loop for ever. */
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return -1;
+    }
+    it->deadline = end;
+    return 0;
+}
+
+static int
+ac_start(ascompleted *it)
+{
+    cf_state *st = it->mw.st;
+    it->started = 1;
+    if (ac_parse_deadline(it) < 0) {
+        return -1;
+    }
+    PyObject *fs = PySet_New(it->fs);
+    Py_CLEAR(it->fs);
+    if (fs == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PySet_GET_SIZE(fs);
+    if (mw_alloc(&it->mw, st, n, ac_on_done) < 0) {
+        Py_DECREF(fs);
+        return -1;
+    }
+    if (n > 0) {
+        it->queue = PyMem_Calloc(n, sizeof(Py_ssize_t));
+        if (it->queue == NULL) {
+            Py_DECREF(fs);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    PyObject *iter = PyObject_GetIter(fs), *f;
+    if (iter == NULL) {
+        Py_DECREF(fs);
+        return -1;
+    }
+    Py_ssize_t i = 0;
+    while (i < n && (f = PyIter_Next(iter)) != NULL) {
+        it->mw.items[i++] = f;
+    }
+    Py_DECREF(iter);
+    Py_DECREF(fs);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    it->total = n;
+    for (i = 0; i < n; i++) {
+        int how;
+        int d = mw_install(&it->mw, i, &how);
+        if (d < 0) {
+            return -1;
+        }
+        if (d) {
+            ac_on_done(&it->mw, i, how);
+        }
+    }
+    /* The first batch: what was done when we looked. */
+    cf_event_clear(&it->mw.ev);
+    it->batch_end = it->q_tail;
+    return 0;
+}
+
+/* Uninstall from every future not yielded yet and drop them. */
+static int
+ac_close_impl(ascompleted *it)
+{
+    if (it->closed) {
+        return 0;
+    }
+    it->closed = 1;
+    Py_CLEAR(it->fs);
+    Py_CLEAR(it->timeout);
+    int rc = mw_uninstall_all(&it->mw);
+    for (Py_ssize_t i = 0; i < it->mw.n; i++) {
+        Py_CLEAR(it->mw.items[i]);
+    }
+    return rc;
+}
+
+static PyObject *
+ac_next(ascompleted *it)
+{
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    if (it->closed) {
+        return NULL;
+    }
+    it->running = 1;
+    Py_INCREF(it);
+    PyObject *f = NULL;
+    if (!it->started && ac_start(it) < 0) {
+        goto fail;
+    }
+    for (;;) {
+        if (it->q_head < it->batch_end) {
+            Py_ssize_t i = it->queue[it->q_head++];
+            /* Out of the waiters first, as _yield_finished_futures does;
+             * our reference goes to the caller. */
+            int rc = mw_uninstall(&it->mw, i);
+            f = it->mw.items[i];
+            it->mw.items[i] = NULL;
+            if (rc < 0) {
+                Py_DECREF(f);
+                f = NULL;
+                goto fail;
+            }
+            it->yielded++;
+            goto done;
+        }
+        if (it->yielded == it->total) {
+            /* Exhausted: StopIteration. */
+            if (ac_close_impl(it) < 0) {
+                goto fail;
+            }
+            goto done;
+        }
+        int64_t ns = -1;
+        if (it->deadline == it->deadline) {
+            double left = it->deadline - monotonic_s();
+            if (left <= 0) {
+                PyErr_Format(it->mw.st->TimeoutError,
+                             "%zd (of %zd) futures unfinished",
+                             it->total - it->yielded, it->total);
+                goto fail;
+            }
+            if (seconds_to_ns(left, &ns) < 0) {
+                goto fail;
+            }
+        }
+        if (cf_event_wait(&it->mw.ev, ns) < 0) {
+            goto fail;
+        }
+        cf_event_clear(&it->mw.ev);
+        it->batch_end = it->q_tail;
+    }
+
+fail:
+    /* As a generator that raised: finished, its waiters removed. */
+    {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (ac_close_impl(it) < 0) {
+            PyErr_WriteUnraisable((PyObject *)it);
+        }
+        PyErr_Restore(type, value, tb);
+    }
+done:
+    it->running = 0;
+    Py_DECREF(it);
+    return f;
+}
+
+static PyObject *
+ac_close(ascompleted *it, PyObject *unused)
+{
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->running = 1;
+    int rc = ac_close_impl(it);
+    it->running = 0;
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+ac_finalize(ascompleted *it)
+{
+    if (it->closed || it->running) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    it->running = 1;
+    if (ac_close_impl(it) < 0) {
+        PyErr_WriteUnraisable((PyObject *)it);
+    }
+    it->running = 0;
+    PyErr_Restore(type, value, tb);
+}
+
+static int
+ac_traverse(ascompleted *it, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->fs);
+    Py_VISIT(it->timeout);
+    for (Py_ssize_t i = 0; i < it->mw.n; i++) {
+        Py_VISIT(it->mw.items[i]);
+    }
+    return 0;
+}
+
+static int
+ac_clear(ascompleted *it)
+{
+    /* tp_finalize has removed the waiters already; this only breaks
+     * cycles, without calling Python. */
+    it->closed = 1;
+    Py_CLEAR(it->fs);
+    Py_CLEAR(it->timeout);
+    mw_detach_all(&it->mw);
+    for (Py_ssize_t i = 0; i < it->mw.n; i++) {
+        Py_CLEAR(it->mw.items[i]);
+    }
+    return 0;
+}
+
+static void
+ac_dealloc(ascompleted *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)it) < 0) {
+        return;     /* resurrected */
+    }
+    PyObject_GC_UnTrack(it);
+    ac_clear(it);
+    mw_free(&it->mw);
+    PyMem_Free(it->queue);
+    if (it->have_event) {
+        cf_event_fini(&it->mw.ev);
+    }
+    tp->tp_free((PyObject *)it);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+cf_as_completed(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"fs", "timeout"};
+    cf_state *st = cf_get_state(module);
+    PyObject *argv[2];
+    if (bind_args("as_completed", names, 1, 2, args, nargs, kwnames,
+                  argv) < 0) {
+        return NULL;
+    }
+    ascompleted *it = PyObject_GC_New(ascompleted, st->aswaiter_type);
+    if (it == NULL) {
+        return NULL;
+    }
+    it->mw.st = st;
+    it->mw.n = 0;
+    it->mw.items = NULL;
+    it->mw.nodes = NULL;
+    it->mw.waiters = NULL;
+    it->mw.on_done = ac_on_done;
+    it->fs = Py_NewRef(argv[0]);
+    it->timeout = Py_XNewRef(argv[1]);
+    it->queue = NULL;
+    it->q_head = it->q_tail = it->batch_end = 0;
+    it->total = it->yielded = 0;
+    it->deadline = NAN;
+    it->started = it->running = it->closed = it->have_event = 0;
+    if (cf_event_init(&it->mw.ev) < 0) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    it->have_event = 1;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyMethodDef ac_methods[] = {
+    {"close", (PyCFunction)ac_close, METH_NOARGS,
+     "Stop waiting: remove this iterator from the futures it waits on."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ac_slots[] = {
+    {Py_tp_doc, "Iterator over futures as they complete; see "
+                "cfutures.as_completed()."},
+    {Py_tp_dealloc, ac_dealloc},
+    {Py_tp_finalize, ac_finalize},
+    {Py_tp_traverse, ac_traverse},
+    {Py_tp_clear, ac_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, ac_next},
+    {Py_tp_methods, ac_methods},
+    {0, NULL},
+};
+
+static PyType_Spec ac_spec = {
+    .name = "cfutures._cfutures.as_completed_iterator",
+    .basicsize = sizeof(ascompleted),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = ac_slots,
+};
+
+/* ---- module functions --------------------------------------------------- */
+
+PyDoc_STRVAR(wait_doc,
+"wait($module, /, fs, timeout=None, return_when=ALL_COMPLETED)\n--\n\n"
+"Wait for the futures in the given sequence to complete.\n\n"
+"Returns a named 2-tuple of sets, done and not_done, as\n"
+"concurrent.futures.wait() does.  Takes cfutures futures and any\n"
+"concurrent.futures.Future.");
+
+PyDoc_STRVAR(as_completed_doc,
+"as_completed($module, /, fs, timeout=None)\n--\n\n"
+"An iterator over the given futures that yields each as it completes.\n\n"
+"Duplicates in fs are yielded once.  Raises TimeoutError if the\n"
+"iteration is not finished timeout seconds after it started.  Takes\n"
+"cfutures futures and any concurrent.futures.Future.");
+
+static PyMethodDef wait_functions[] = {
+    {"wait", (PyCFunction)(void (*)(void))cf_wait,
+     METH_FASTCALL | METH_KEYWORDS, wait_doc},
+    {"as_completed", (PyCFunction)(void (*)(void))cf_as_completed,
+     METH_FASTCALL | METH_KEYWORDS, as_completed_doc},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 cf_wait_setup(PyObject *module, cf_state *st)
 {
-    return 0;
+    st->waiter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &waiter_spec, NULL);
+    if (st->waiter_type == NULL) {
+        return -1;
+    }
+    st->aswaiter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &ac_spec, NULL);
+    if (st->aswaiter_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, wait_functions);
 }
