@@ -33,12 +33,23 @@ typedef struct multiwait multiwait;
  * notify function or a waiter method: must not call into Python. */
 typedef void (*mw_done_fn)(multiwait *mw, Py_ssize_t i, int how);
 
+/* flags[i] */
+enum {
+    F_CF = 1,           /* items[i] is a cfutures future: C wait node */
+    F_LINKED = 2,       /* nodes[i] was linked (notify unlinks it too) */
+    F_WAITER = 4,       /* waiters[i] is in items[i]._waiters */
+    F_DONE = 8,         /* wait(): counts as done */
+};
+
 struct multiwait {
     cf_state *st;
     Py_ssize_t n;
+    Py_ssize_t nforeign;     /* items that are not cfutures futures */
+    Py_ssize_t ndone;        /* cfutures futures done when filled */
     PyObject **items;        /* the distinct futures */
-    cf_waitnode *nodes;      /* nodes[i].future != NULL while linked */
-    PyObject **waiters;      /* our waiter in items[i]._waiters, or NULL */
+    unsigned char *flags;
+    cf_waitnode *nodes;      /* made at the first link */
+    PyObject **waiters;      /* made at the first foreign future */
     mw_done_fn on_done;
     cf_event ev;             /* the one event the caller sleeps on */
 };
@@ -54,51 +65,108 @@ typedef struct {
     int fired;
 } waiter_object;
 
-static int
-mw_alloc(multiwait *mw, cf_state *st, Py_ssize_t n, mw_done_fn on_done)
+static void
+mw_init(multiwait *mw, cf_state *st, mw_done_fn on_done)
 {
     mw->st = st;
     mw->n = 0;
+    mw->nforeign = 0;
+    mw->ndone = 0;
     mw->on_done = on_done;
     mw->items = NULL;
+    mw->flags = NULL;
     mw->nodes = NULL;
     mw->waiters = NULL;
-    if (n == 0) {
-        return 0;
-    }
-    if ((size_t)n > PY_SSIZE_T_MAX / (2 * sizeof(PyObject *)
-                                      + sizeof(cf_waitnode))) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    /* Zeroed: an unlinked node has future == NULL. */
-    mw->items = PyMem_Calloc(n, sizeof(PyObject *));
-    mw->waiters = PyMem_Calloc(n, sizeof(PyObject *));
-    mw->nodes = PyMem_Calloc(n, sizeof(cf_waitnode));
-    if (mw->items == NULL || mw->waiters == NULL || mw->nodes == NULL) {
-        PyMem_Free(mw->items);
-        PyMem_Free(mw->waiters);
-        PyMem_Free(mw->nodes);
-        mw->items = NULL;
-        mw->waiters = NULL;
-        mw->nodes = NULL;
-        PyErr_NoMemory();
-        return -1;
-    }
-    mw->n = n;
-    return 0;
 }
 
 static void
 mw_free(multiwait *mw)
 {
     PyMem_Free(mw->items);
-    PyMem_Free(mw->waiters);
+    PyMem_Free(mw->flags);
     PyMem_Free(mw->nodes);
-    mw->items = NULL;
-    mw->waiters = NULL;
-    mw->nodes = NULL;
-    mw->n = 0;
+    PyMem_Free(mw->waiters);
+    mw_init(mw, mw->st, mw->on_done);
+}
+
+static inline int
+is_cf_future(cf_state *st, PyObject *op)
+{
+    /* The exact types first: it saves an MRO walk per future. */
+    PyTypeObject *tp = Py_TYPE(op);
+    return tp == st->public_future_type || tp == st->future_type
+           || PyType_IsSubtype(tp, st->future_type);
+}
+
+/* Flags of a new item: F_CF, and F_DONE for a cfutures future that is done
+ * already (the snapshot, taken here to touch each future once less). */
+static inline unsigned char
+mw_classify(multiwait *mw, PyObject *f)
+{
+    if (!is_cf_future(mw->st, f)) {
+        mw->nforeign++;
+        return 0;
+    }
+    if (((cf_future *)f)->state >= CF_CANCELLED_AND_NOTIFIED) {
+        mw->ndone++;
+        return F_CF | F_DONE;
+    }
+    return F_CF;
+}
+
+/* Take the distinct futures of `fs` (a set we own, not changed while we
+ * run): new references when `own`, else borrowed from fs. */
+static int
+mw_fill(multiwait *mw, PyObject *fs, int own)
+{
+    Py_ssize_t n = PySet_GET_SIZE(fs);
+    if (n == 0) {
+        return 0;
+    }
+    /* Zeroed: the GC may look at items while they are filled. */
+    mw->items = PyMem_Calloc(n, sizeof(PyObject *));
+    mw->flags = PyMem_Calloc(n, 1);
+    if (mw->items == NULL || mw->flags == NULL) {
+        mw_free(mw);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t i = 0;
+#if PY_VERSION_HEX < 0x030D0000
+    /* No iterator object and no reference churn per item. */
+    Py_ssize_t pos = 0;
+    PyObject *f;
+    Py_hash_t hash;
+    while (i < n && _PySet_NextEntry(fs, &pos, &f, &hash)) {
+        mw->items[i] = own ? Py_NewRef(f) : f;
+        mw->flags[i] = mw_classify(mw, f);
+        i++;
+    }
+#else
+    PyObject *it = PyObject_GetIter(fs), *f;
+    if (it == NULL) {
+        mw_free(mw);
+        return -1;
+    }
+    while (i < n && (f = PyIter_Next(it)) != NULL) {
+        mw->items[i] = f;
+        mw->flags[i] = mw_classify(mw, f);
+        if (!own) {
+            Py_DECREF(f);       /* fs keeps it alive */
+        }
+        i++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        for (Py_ssize_t j = 0; own && j < i; j++) {
+            Py_DECREF(mw->items[j]);
+        }
+        mw_free(mw);
+        return -1;
+    }
+#endif
+    mw->n = i;
+    return 0;
 }
 
 static void
@@ -184,6 +252,13 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
         done = foreign_state_done(mw, f, state, how);
         Py_DECREF(state);
     }
+    if (done == 0 && install && mw->waiters == NULL) {
+        mw->waiters = PyMem_Calloc(mw->n, sizeof(PyObject *));
+        if (mw->waiters == NULL) {
+            PyErr_NoMemory();
+            done = -1;
+        }
+    }
     if (done == 0 && install) {
         waiter_object *w = PyObject_New(waiter_object, mw->st->waiter_type);
         PyObject *list = NULL, *r = NULL;
@@ -207,6 +282,7 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
         else {
             Py_DECREF(r);
             mw->waiters[i] = (PyObject *)w;
+            mw->flags[i] |= F_WAITER;
         }
     }
     /* Release even after an error, keeping the error. */
@@ -226,35 +302,22 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
     return done;
 }
 
-/* The done test of the stdlib's snapshot, without installing anything:
- * 1 done (*how set), 0 not, -1 error. */
-static int
-mw_is_done(multiwait *mw, Py_ssize_t i, int *how)
-{
-    PyObject *f = mw->items[i];
-    if (cf_future_check(mw->st, f)) {
-        cf_future *cf = (cf_future *)f;
-        int done;
-        CF_BEGIN_CRITICAL(cf)
-        done = cf->state >= CF_CANCELLED_AND_NOTIFIED;
-        if (done) {
-            *how = cf_how_done(cf);
-        }
-        CF_END_CRITICAL()
-        return done;
-    }
-    return foreign_check(mw, i, 0, how);
-}
-
 /* Start watching item i: 1 already done (nothing installed, *how set),
  * 0 installed, -1 error. */
 static int
 mw_install(multiwait *mw, Py_ssize_t i, int *how)
 {
-    PyObject *f = mw->items[i];
-    if (cf_future_check(mw->st, f)) {
-        cf_future *cf = (cf_future *)f;
+    if (mw->flags[i] & F_CF) {
+        cf_future *cf = (cf_future *)mw->items[i];
         int done;
+        if (mw->nodes == NULL) {
+            /* Uninitialised: a node is written when it is linked. */
+            mw->nodes = PyMem_Malloc(mw->n * sizeof(cf_waitnode));
+            if (mw->nodes == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+        }
         /* Check and link in one critical section: no completion can fall
          * between them. */
         CF_BEGIN_CRITICAL(cf)
@@ -264,6 +327,7 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
         }
         else {
             cf_future_link(cf, &mw->nodes[i], mw_notify, mw);
+            mw->flags[i] |= F_LINKED;
         }
         CF_END_CRITICAL()
         return done;
@@ -276,14 +340,18 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
 static int
 mw_uninstall(multiwait *mw, Py_ssize_t i)
 {
-    if (mw->nodes[i].future != NULL) {
+    unsigned char fl = mw->flags[i];
+    if (fl & F_LINKED) {
+        /* A no-op if the notification unlinked it already. */
         cf_future_unlink(&mw->nodes[i]);
+        mw->flags[i] &= ~F_LINKED;
     }
-    waiter_object *w = (waiter_object *)mw->waiters[i];
-    if (w == NULL) {
+    if (!(fl & F_WAITER)) {
         return 0;
     }
+    waiter_object *w = (waiter_object *)mw->waiters[i];
     mw->waiters[i] = NULL;
+    mw->flags[i] &= ~F_WAITER;
     w->owner = NULL;
     /* with f._condition: f._waiters.remove(waiter), as the stdlib does. */
     PyObject *f = mw->items[i];
@@ -323,15 +391,16 @@ static void
 mw_detach_all(multiwait *mw)
 {
     for (Py_ssize_t i = 0; i < mw->n; i++) {
-        if (mw->nodes[i].future != NULL) {
+        if (mw->flags[i] & F_LINKED) {
             cf_future_unlink(&mw->nodes[i]);
         }
-        waiter_object *w = (waiter_object *)mw->waiters[i];
-        if (w != NULL) {
+        if (mw->flags[i] & F_WAITER) {
+            waiter_object *w = (waiter_object *)mw->waiters[i];
             mw->waiters[i] = NULL;
             w->owner = NULL;
             Py_DECREF(w);
         }
+        mw->flags[i] &= ~(F_LINKED | F_WAITER);
     }
 }
 
@@ -533,17 +602,16 @@ typedef struct {
     multiwait mw;            /* first: on_done casts back */
     int mode;
     Py_ssize_t pending;      /* not done items left (ALL/FIRST_EXCEPTION) */
-    char *done;              /* done[i]: item i counts as done */
 } waitcall;
 
 static void
 wait_on_done(multiwait *mw, Py_ssize_t i, int how)
 {
     waitcall *wc = (waitcall *)mw;
-    if (wc->done[i]) {
+    if (mw->flags[i] & F_DONE) {
         return;
     }
-    wc->done[i] = 1;
+    mw->flags[i] |= F_DONE;
     switch (wc->mode) {
     case MODE_FIRST_COMPLETED:
         cf_event_set(&mw->ev);
@@ -567,7 +635,7 @@ wait_on_done(multiwait *mw, Py_ssize_t i, int how)
 static int
 raised(cf_state *st, PyObject *f)
 {
-    if (cf_future_check(st, f)) {
+    if (is_cf_future(st, f)) {
         cf_future *cf = (cf_future *)f;
         return cf->state == CF_FINISHED && cf->exception != NULL
                && cf->exception != Py_None;
@@ -600,7 +668,7 @@ wait_result(cf_state *st, PyObject *fs, waitcall *wc)
         return NULL;
     }
     for (Py_ssize_t i = 0; i < wc->mw.n; i++) {
-        if (wc->done[i]) {
+        if (wc->mw.flags[i] & F_DONE) {
             PyObject *f = wc->mw.items[i];
             /* items are borrowed from fs: add before discarding. */
             if (PySet_Add(done, f) < 0 || PySet_Discard(fs, f) < 0) {
@@ -643,41 +711,26 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t n = PySet_GET_SIZE(fs);
     PyObject *result = NULL;
     waitcall wc;
-    wc.done = NULL;
-    int have_event = 0;
-    if (mw_alloc(&wc.mw, st, n, wait_on_done) < 0) {
+    int have_event = 0, installed = 0;
+    mw_init(&wc.mw, st, wait_on_done);
+    if (mw_fill(&wc.mw, fs, 0) < 0) {
         goto exit;
     }
-    wc.done = PyMem_Calloc(n ? n : 1, 1);
-    if (wc.done == NULL) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    {
-        PyObject *it = PyObject_GetIter(fs), *f;
-        if (it == NULL) {
-            goto exit;
-        }
-        Py_ssize_t i = 0;
-        while ((f = PyIter_Next(it)) != NULL) {
-            wc.mw.items[i++] = f;
-            Py_DECREF(f);       /* fs keeps it alive */
-        }
-        Py_DECREF(it);
-        if (PyErr_Occurred()) {
-            goto exit;
-        }
-    }
+    n = wc.mw.n;
 
-    /* The snapshot: which are done already. */
-    Py_ssize_t ndone = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    /* The snapshot: which are done already (mw_fill saw the cfutures
+     * futures; the others are asked under their _condition). */
+    Py_ssize_t ndone = wc.mw.ndone;
+    for (Py_ssize_t i = 0; wc.mw.nforeign > 0 && i < n; i++) {
+        if (wc.mw.flags[i] & F_CF) {
+            continue;
+        }
         int how;
-        int d = mw_is_done(&wc.mw, i, &how);
+        int d = foreign_check(&wc.mw, i, 0, &how);
         if (d < 0) {
             goto exit;
         }
-        wc.done[i] = (char)d;
+        wc.mw.flags[i] |= d ? F_DONE : 0;
         ndone += d;
     }
     int r = return_when_is(return_when, st->FIRST_COMPLETED);
@@ -699,7 +752,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         if (r) {
             wc.mode = MODE_FIRST_EXCEPTION;
             for (Py_ssize_t i = 0; i < n && ndone > 0; i++) {
-                if (!wc.done[i]) {
+                if (!(wc.mw.flags[i] & F_DONE)) {
                     continue;
                 }
                 int e = raised(st, wc.mw.items[i]);
@@ -748,10 +801,11 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto exit;
     }
     have_event = 1;
+    installed = 1;
     wc.pending = n - ndone;
     int err = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (wc.done[i]) {
+        if (wc.mw.flags[i] & F_DONE) {
             continue;
         }
         int how;
@@ -780,22 +834,25 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             PyErr_WriteUnraisable(NULL);
         }
         PyErr_Restore(type, value, tb);
+        installed = 0;
         goto exit;
     }
-    if (mw_uninstall_all(&wc.mw) < 0) {
+    int uninstalled = mw_uninstall_all(&wc.mw);
+    /* Whatever it returned, nothing is left installed. */
+    installed = 0;
+    if (uninstalled < 0) {
         goto exit;
     }
     result = wait_result(st, fs, &wc);
 
 exit:
-    if (wc.mw.n > 0) {
+    if (installed) {
         mw_detach_all(&wc.mw);
     }
     if (have_event) {
         cf_event_fini(&wc.mw.ev);
     }
     mw_free(&wc.mw);
-    PyMem_Free(wc.done);
     Py_DECREF(fs);
     return result;
 }
@@ -887,7 +944,6 @@ ac_parse_deadline(ascompleted *it)
 static int
 ac_start(ascompleted *it)
 {
-    cf_state *st = it->mw.st;
     it->started = 1;
     if (ac_parse_deadline(it) < 0) {
         return -1;
@@ -897,32 +953,18 @@ ac_start(ascompleted *it)
     if (fs == NULL) {
         return -1;
     }
-    Py_ssize_t n = PySet_GET_SIZE(fs);
-    if (mw_alloc(&it->mw, st, n, ac_on_done) < 0) {
-        Py_DECREF(fs);
+    int rc = mw_fill(&it->mw, fs, 1);
+    Py_DECREF(fs);
+    if (rc < 0) {
         return -1;
     }
+    Py_ssize_t n = it->mw.n, i;
     if (n > 0) {
-        it->queue = PyMem_Calloc(n, sizeof(Py_ssize_t));
+        it->queue = PyMem_Malloc(n * sizeof(Py_ssize_t));
         if (it->queue == NULL) {
-            Py_DECREF(fs);
             PyErr_NoMemory();
             return -1;
         }
-    }
-    PyObject *iter = PyObject_GetIter(fs), *f;
-    if (iter == NULL) {
-        Py_DECREF(fs);
-        return -1;
-    }
-    Py_ssize_t i = 0;
-    while (i < n && (f = PyIter_Next(iter)) != NULL) {
-        it->mw.items[i++] = f;
-    }
-    Py_DECREF(iter);
-    Py_DECREF(fs);
-    if (PyErr_Occurred()) {
-        return -1;
     }
     it->total = n;
     for (i = 0; i < n; i++) {
@@ -1125,12 +1167,7 @@ cf_as_completed(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (it == NULL) {
         return NULL;
     }
-    it->mw.st = st;
-    it->mw.n = 0;
-    it->mw.items = NULL;
-    it->mw.nodes = NULL;
-    it->mw.waiters = NULL;
-    it->mw.on_done = ac_on_done;
+    mw_init(&it->mw, st, ac_on_done);
     it->fs = Py_NewRef(argv[0]);
     it->timeout = Py_XNewRef(argv[1]);
     it->queue = NULL;
