@@ -32,14 +32,23 @@ class Workload:
     tags: Tuple[str, ...] = field(default=())
 
 
-def all_workloads():
-    """Every workload of every concept module, in a stable order."""
+def all_workloads(errors=None):
+    """Every workload of every concept module, in a stable order.
+
+    A concept module that has not landed yet is skipped; one that fails to
+    import is skipped too, and (name, exception) is appended to ``errors``
+    when a list is given, so the runner can report it."""
     from . import future
     found = list(future.WORKLOADS)
     for name in ("executor", "wait", "aio"):
+        modname = f"{__name__}.{name}"
         try:
-            mod = __import__(f"{__name__}.{name}", fromlist=["WORKLOADS"])
-        except ImportError:
-            continue
-        found.extend(mod.WORKLOADS)
+            mod = __import__(modname, fromlist=["WORKLOADS"])
+            found.extend(mod.WORKLOADS)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname and errors is not None:
+                errors.append((modname, exc))
+        except Exception as exc:
+            if errors is not None:
+                errors.append((modname, exc))
     return found
