@@ -945,11 +945,73 @@ def test_process_pool_mixed_with_cfutures(wmod, process_pool):
 
 # ---- thread pools ------------------------------------------------------------
 
+@pytest.fixture(params=IMPLS, ids=["std-pool", "cf-pool"])
+def pool_cls(request):
+    """The ThreadPoolExecutor of a module (cfutures': once it lands)."""
+    cls = getattr(request.param, "ThreadPoolExecutor", None)
+    if cls is None:
+        pytest.skip("cfutures.ThreadPoolExecutor is not built yet")
+    return cls
+
+
 @pytest.mark.timeout(120)
-def test_thread_pool_futures(wmod):
-    with std.ThreadPoolExecutor(max_workers=4) as pool:
+def test_thread_pool_futures(wmod, pool_cls):
+    with pool_cls(max_workers=4) as pool:
         fs = [pool.submit(time.sleep, 0.0001 * (i % 5)) for i in range(500)]
         assert len(list(wmod.as_completed(fs, timeout=60))) == 500
         fs = [pool.submit(pow, 2, i) for i in range(500)]
         done, not_done = wmod.wait(fs, timeout=60)
         assert len(done) == 500 and not not_done
+
+
+@pytest.mark.timeout(120)
+def test_thread_pool_submit_as_completed_many(wmod, pool_cls):
+    with pool_cls() as pool:
+        for _ in range(3):
+            fs = [pool.submit(int) for _ in range(5000)]
+            out = list(wmod.as_completed(fs, timeout=60))
+            assert len(out) == 5000 and set(out) == set(fs)
+            pending = set(pool.submit(time.sleep, 0.0001) for _ in range(200))
+            while pending:
+                done, pending = wmod.wait(pending, timeout=60,
+                                          return_when=wmod.FIRST_COMPLETED)
+                assert done
+
+
+@pytest.mark.timeout(120)
+def test_race_stdlib_and_cfutures_waiters_together(busy_gil):
+    """std.wait/as_completed (through _condition and _waiters) and
+    cfutures.wait/as_completed (through C nodes) on the same futures at
+    the same time, while other threads complete them."""
+    for _ in range(10):
+        fs = mixed(200)
+        errors = []
+
+        def waiter(k):
+            m = (std, cfutures)[k % 2]
+            try:
+                if k % 4 < 2:
+                    out = list(m.as_completed(fs, timeout=30))
+                    assert len(out) == len(fs)
+                else:
+                    done, not_done = m.wait(fs, timeout=30)
+                    assert not not_done
+            except BaseException as e:  # noqa: B902
+                errors.append(e)
+        waiters = [threading.Thread(target=waiter, args=(k,))
+                   for k in range(8)]
+        for t in waiters:
+            t.start()
+
+        def completer(part):
+            for f in part:
+                f.set_result(None)
+        completers = [threading.Thread(target=completer, args=(fs[k::4],))
+                      for k in range(4)]
+        for t in completers:
+            t.start()
+        for t in completers + waiters:
+            t.join(60)
+        assert not errors
+        for f in fs:
+            assert f._waiters == []
