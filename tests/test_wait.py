@@ -304,9 +304,11 @@ def test_wait_set_exception_none(mod):
     done, not_done = mod.wait(fs, timeout=30,
                               return_when=mod.FIRST_EXCEPTION)
     assert done == {fs[0]}
-    done, not_done = mod.wait(fs, timeout=0.02,
+    t0 = time.monotonic()
+    done, not_done = mod.wait(fs, timeout=0.05,
                               return_when=mod.FIRST_EXCEPTION)
     assert done == {fs[0]}
+    assert time.monotonic() - t0 >= 0.045     # no early return
 
 
 def test_wait_bare_cancel_is_not_done(mod):
@@ -1015,3 +1017,77 @@ def test_race_stdlib_and_cfutures_waiters_together(busy_gil):
         assert not errors
         for f in fs:
             assert f._waiters == []
+
+
+# ---- differential: every state, every mode, against the oracle ---------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+STATES = ["pending", "running", "cancelled", "notified", "result",
+          "exception", "exception-none"]
+
+
+def _make(m, state):
+    f = m.Future()
+    if state == "running":
+        f.set_running_or_notify_cancel()
+    elif state in ("cancelled", "notified"):
+        f.cancel()
+        if state == "notified":
+            f.set_running_or_notify_cancel()
+    elif state == "result":
+        f.set_result(state)
+    elif state == "exception":
+        f.set_exception(KeyError(state))
+    elif state == "exception-none":
+        f.set_exception(None)
+    return f
+
+
+def _outcome(m, states, picks, return_when, timeout):
+    """What wait() and as_completed() say about futures in these states,
+    as indices, so two modules' answers compare."""
+    fs = [_make(m, s) for s in states]
+    index = {id(f): i for i, f in enumerate(fs)}
+    arg = [fs[i] for i in picks]
+    try:
+        done, not_done = m.wait(arg, timeout=timeout, return_when=return_when)
+        waited = (sorted(index[id(f)] for f in done),
+                  sorted(index[id(f)] for f in not_done))
+    except Exception as e:  # noqa: B902
+        waited = (type(e), str(e))
+    got = []
+    try:
+        for f in m.as_completed(arg, timeout=timeout):
+            got.append(index[id(f)])
+        err = None
+    except Exception as e:  # noqa: B902
+        err = (type(e), str(e))
+    return waited, sorted(got), err
+
+
+@settings(max_examples=150, deadline=None)
+@given(states=st.lists(st.sampled_from(STATES), min_size=0, max_size=6),
+       data=st.data(),
+       return_when=st.sampled_from(["FIRST_COMPLETED", "FIRST_EXCEPTION",
+                                    "ALL_COMPLETED", "NEVER"]),
+       timeout=st.sampled_from([0, -1, 0.001]))
+def test_differential_states(states, data, return_when, timeout):
+    picks = data.draw(st.lists(st.integers(0, max(len(states) - 1, 0)),
+                               max_size=8)) if states else []
+    want = _outcome(std, states, picks, return_when, timeout)
+    assert _outcome(cfutures, states, picks, return_when, timeout) == want
+    # Mixed: the even-numbered futures from the stdlib, the rest ours.
+    assert _mixed_outcome(states, picks, return_when, timeout) == want
+
+
+def _mixed_outcome(states, picks, return_when, timeout):
+    class Mixed:
+        @staticmethod
+        def Future():
+            Mixed.count += 1
+            return (std if Mixed.count % 2 else cfutures).Future()
+        wait = staticmethod(cfutures.wait)
+        as_completed = staticmethod(cfutures.as_completed)
+    Mixed.count = 0
+    return _outcome(Mixed, states, picks, return_when, timeout)
