@@ -195,17 +195,20 @@ cf_how_done(cf_future *f)
     return HOW_CANCELLED;
 }
 
+/* ---- the stdlib's protocol, for any other concurrent.futures.Future ---- */
+
 /* Is the state name one of CANCELLED_AND_NOTIFIED, FINISHED?  Sets *how. */
 static int
 foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
 {
-    int r = PyObject_RichCompareBool(state, mw->st->state_names[CF_FINISHED],
+    cf_state *st = mw->st;
+    int r = PyObject_RichCompareBool(state, st->state_names[CF_FINISHED],
                                      Py_EQ);
     if (r < 0) {
         return -1;
     }
     if (r) {
-        PyObject *exc = PyObject_GetAttrString(f, "_exception");
+        PyObject *exc = PyObject_GetAttr(f, st->str__exception);
         if (exc == NULL) {
             return -1;
         }
@@ -214,7 +217,7 @@ foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
         return 1;
     }
     r = PyObject_RichCompareBool(
-        state, mw->st->state_names[CF_CANCELLED_AND_NOTIFIED], Py_EQ);
+        state, st->state_names[CF_CANCELLED_AND_NOTIFIED], Py_EQ);
     if (r > 0) {
         *how = HOW_CANCELLED;
     }
@@ -222,9 +225,9 @@ foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
 }
 
 static int
-call_noargs(PyObject *obj, const char *name)
+call_noargs(PyObject *obj, PyObject *name)
 {
-    PyObject *r = PyObject_CallMethod(obj, name, NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
     if (r == NULL) {
         return -1;
     }
@@ -232,22 +235,101 @@ call_noargs(PyObject *obj, const char *name)
     return 0;
 }
 
+/* f._condition, acquired; NULL with an exception. */
+static PyObject *
+foreign_lock(cf_state *st, PyObject *f)
+{
+    PyObject *cond = PyObject_GetAttr(f, st->str__condition);
+    if (cond != NULL && call_noargs(cond, st->str_acquire) < 0) {
+        Py_CLEAR(cond);
+    }
+    return cond;
+}
+
+/* Release what foreign_lock took, keeping a pending exception; returns
+ * `rc`, or -1 if releasing failed. */
+static int
+foreign_unlock(cf_state *st, PyObject *cond, int rc)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (call_noargs(cond, st->str_release) < 0) {
+        if (type == NULL) {
+            PyErr_Fetch(&type, &value, &tb);
+            rc = -1;
+        }
+        else {
+            PyErr_WriteUnraisable(cond);
+        }
+    }
+    PyErr_Restore(type, value, tb);
+    Py_DECREF(cond);
+    return rc;
+}
+
+/* f._waiters.append(w) */
+static int
+waiters_append(cf_state *st, PyObject *f, PyObject *w)
+{
+    PyObject *list = PyObject_GetAttr(f, st->str__waiters);
+    if (list == NULL) {
+        return -1;
+    }
+    int rc;
+    if (PyList_CheckExact(list)) {
+        rc = PyList_Append(list, w);
+    }
+    else {
+        PyObject *r = PyObject_CallMethodOneArg(list, st->str_append, w);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(list);
+    return rc;
+}
+
+/* f._waiters.remove(w) */
+static int
+waiters_remove(cf_state *st, PyObject *f, PyObject *w)
+{
+    PyObject *list = PyObject_GetAttr(f, st->str__waiters);
+    if (list == NULL) {
+        return -1;
+    }
+    int rc = 1;
+    if (PyList_CheckExact(list)) {
+        /* By identity, which is what list.remove() finds for our waiter,
+         * without calling __eq__ on the other waiters. */
+        for (Py_ssize_t k = PyList_GET_SIZE(list) - 1; k >= 0; k--) {
+            if (PyList_GET_ITEM(list, k) == w) {
+                rc = PyList_SetSlice(list, k, k + 1, NULL);
+                break;
+            }
+        }
+    }
+    if (rc == 1) {
+        /* Not a list, or not found: let remove() do it or say why not. */
+        PyObject *r = PyObject_CallMethodOneArg(list, st->str_remove, w);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(list);
+    return rc;
+}
+
 /* Under f._condition: read f._state, and install a waiter when `install`
  * and the future is not done.  1 done (and *how), 0 not done, -1 error. */
 static int
 foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
 {
+    cf_state *st = mw->st;
     PyObject *f = mw->items[i];
-    PyObject *cond = PyObject_GetAttrString(f, "_condition");
+    PyObject *cond = foreign_lock(st, f);
     if (cond == NULL) {
         return -1;
     }
-    if (call_noargs(cond, "acquire") < 0) {
-        Py_DECREF(cond);
-        return -1;
-    }
     int done = -1;
-    PyObject *state = PyObject_GetAttrString(f, "_state");
+    PyObject *state = PyObject_GetAttr(f, st->str__state);
     if (state != NULL) {
         done = foreign_state_done(mw, f, state, how);
         Py_DECREF(state);
@@ -260,46 +342,26 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
         }
     }
     if (done == 0 && install) {
-        waiter_object *w = PyObject_New(waiter_object, mw->st->waiter_type);
-        PyObject *list = NULL, *r = NULL;
-        if (w != NULL) {
+        waiter_object *w = PyObject_New(waiter_object, st->waiter_type);
+        if (w == NULL) {
+            done = -1;
+        }
+        else {
             w->owner = mw;
             w->index = i;
             w->fired = 0;
-            list = PyObject_GetAttrString(f, "_waiters");
-        }
-        if (list != NULL) {
-            r = PyObject_CallMethod(list, "append", "O", (PyObject *)w);
-            Py_DECREF(list);
-        }
-        if (r == NULL) {
-            if (w != NULL) {
+            if (waiters_append(st, f, (PyObject *)w) < 0) {
                 w->owner = NULL;
                 Py_DECREF(w);
+                done = -1;
             }
-            done = -1;
-        }
-        else {
-            Py_DECREF(r);
-            mw->waiters[i] = (PyObject *)w;
-            mw->flags[i] |= F_WAITER;
+            else {
+                mw->waiters[i] = (PyObject *)w;
+                mw->flags[i] |= F_WAITER;
+            }
         }
     }
-    /* Release even after an error, keeping the error. */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (call_noargs(cond, "release") < 0) {
-        if (type == NULL) {
-            PyErr_Fetch(&type, &value, &tb);
-            done = -1;
-        }
-        else {
-            PyErr_WriteUnraisable(cond);
-        }
-    }
-    PyErr_Restore(type, value, tb);
-    Py_DECREF(cond);
-    return done;
+    return foreign_unlock(st, cond, done);
 }
 
 /* Start watching item i: 1 already done (nothing installed, *how set),
@@ -354,34 +416,14 @@ mw_uninstall(multiwait *mw, Py_ssize_t i)
     mw->flags[i] &= ~F_WAITER;
     w->owner = NULL;
     /* with f._condition: f._waiters.remove(waiter), as the stdlib does. */
+    cf_state *st = mw->st;
     PyObject *f = mw->items[i];
     int rc = -1;
-    PyObject *cond = PyObject_GetAttrString(f, "_condition");
-    if (cond != NULL && call_noargs(cond, "acquire") == 0) {
-        PyObject *list = PyObject_GetAttrString(f, "_waiters");
-        if (list != NULL) {
-            PyObject *r = PyObject_CallMethod(list, "remove", "O",
-                                              (PyObject *)w);
-            if (r != NULL) {
-                Py_DECREF(r);
-                rc = 0;
-            }
-            Py_DECREF(list);
-        }
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (call_noargs(cond, "release") < 0) {
-            if (type == NULL) {
-                PyErr_Fetch(&type, &value, &tb);
-                rc = -1;
-            }
-            else {
-                PyErr_WriteUnraisable(cond);
-            }
-        }
-        PyErr_Restore(type, value, tb);
+    PyObject *cond = foreign_lock(st, f);
+    if (cond != NULL) {
+        rc = foreign_unlock(st, cond,
+                            waiters_remove(st, f, (PyObject *)w));
     }
-    Py_XDECREF(cond);
     Py_DECREF(w);
     return rc;
 }
@@ -596,13 +638,38 @@ parse_wait_timeout(PyObject *timeout, int64_t *ns)
 
 /* ---- wait() ------------------------------------------------------------- */
 
-enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED };
+enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED,
+       MODE_INVALID };
 
 typedef struct {
     multiwait mw;            /* first: on_done casts back */
     int mode;
-    Py_ssize_t pending;      /* not done items left (ALL/FIRST_EXCEPTION) */
+    int armed;               /* all installed: notifications decide */
+    Py_ssize_t ndone;        /* items flagged F_DONE */
+    Py_ssize_t nraised;      /* of them, told by add_exception */
 } waitcall;
+
+/* Is the condition of the call met?  Only asked once it is armed: the
+ * early returns before that follow the stdlib's snapshot rules. */
+static void
+wait_check(waitcall *wc)
+{
+    int met;
+    switch (wc->mode) {
+    case MODE_FIRST_COMPLETED:
+        met = wc->ndone > 0;
+        break;
+    case MODE_FIRST_EXCEPTION:
+        met = wc->nraised > 0 || wc->ndone == wc->mw.n;
+        break;
+    default:
+        met = wc->ndone == wc->mw.n;
+        break;
+    }
+    if (met) {
+        cf_event_set(&wc->mw.ev);
+    }
+}
 
 static void
 wait_on_done(multiwait *mw, Py_ssize_t i, int how)
@@ -612,21 +679,12 @@ wait_on_done(multiwait *mw, Py_ssize_t i, int how)
         return;
     }
     mw->flags[i] |= F_DONE;
-    switch (wc->mode) {
-    case MODE_FIRST_COMPLETED:
-        cf_event_set(&mw->ev);
-        return;
-    case MODE_FIRST_EXCEPTION:
-        if (how == HOW_EXCEPTION) {
-            cf_event_set(&mw->ev);
-            return;
-        }
-        break;
-    default:
-        break;
+    wc->ndone++;
+    if (how == HOW_EXCEPTION) {
+        wc->nraised++;
     }
-    if (--wc->pending == 0) {
-        cf_event_set(&mw->ev);
+    if (wc->armed) {
+        wait_check(wc);
     }
 }
 
@@ -640,7 +698,7 @@ raised(cf_state *st, PyObject *f)
         return cf->state == CF_FINISHED && cf->exception != NULL
                && cf->exception != Py_None;
     }
-    PyObject *r = PyObject_CallMethod(f, "cancelled", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(f, st->str_cancelled);
     if (r == NULL) {
         return -1;
     }
@@ -649,7 +707,7 @@ raised(cf_state *st, PyObject *f)
     if (c != 0) {
         return c < 0 ? -1 : 0;
     }
-    r = PyObject_CallMethod(f, "exception", NULL);
+    r = PyObject_CallMethodNoArgs(f, st->str_exception);
     if (r == NULL) {
         return -1;
     }
@@ -689,6 +747,56 @@ return_when_is(PyObject *rw, PyObject *value)
     return rw == value ? 1 : PyObject_RichCompareBool(rw, value, Py_EQ);
 }
 
+static int
+parse_return_when(cf_state *st, PyObject *rw, int *mode)
+{
+    PyObject *values[3] = {st->FIRST_COMPLETED, st->FIRST_EXCEPTION,
+                           st->ALL_COMPLETED};
+    for (int m = 0; m < 3; m++) {
+        int r = return_when_is(rw, values[m]);
+        if (r != 0) {
+            *mode = m;
+            return r;
+        }
+    }
+    *mode = MODE_INVALID;
+    return 0;
+}
+
+/* A timeout that makes wait() a poll: a number <= 0 or NaN.  Anything
+ * else (None, a positive number, a bad value) is for parse_wait_timeout,
+ * which the stdlib only evaluates when it blocks. */
+static int
+is_poll(PyObject *timeout)
+{
+    if (timeout == NULL
+        || (!PyFloat_CheckExact(timeout) && !PyLong_CheckExact(timeout))) {
+        return 0;
+    }
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();      /* too large: not a poll */
+        return 0;
+    }
+    return secs <= 0 || secs != secs;
+}
+
+/* Uninstall everything; on the way out of an error, keep that error. */
+static int
+wait_uninstall(waitcall *wc)
+{
+    if (!PyErr_Occurred()) {
+        return mw_uninstall_all(&wc->mw);
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (mw_uninstall_all(&wc->mw) < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    PyErr_Restore(type, value, tb);
+    return -1;
+}
+
 static PyObject *
 cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         PyObject *kwnames)
@@ -708,147 +816,112 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (fs == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PySet_GET_SIZE(fs);
     PyObject *result = NULL;
     waitcall wc;
-    int have_event = 0, installed = 0;
+    wc.armed = 0;
+    wc.nraised = 0;
+    int have_event = 0;
     mw_init(&wc.mw, st, wait_on_done);
+    if (cf_event_init(&wc.mw.ev) < 0) {
+        goto exit;
+    }
+    have_event = 1;
+    /* The snapshot of the cfutures futures, taken while filling. */
     if (mw_fill(&wc.mw, fs, 0) < 0) {
         goto exit;
     }
-    n = wc.mw.n;
+    Py_ssize_t n = wc.mw.n;
+    wc.ndone = wc.mw.ndone;
+    if (parse_return_when(st, return_when, &wc.mode) < 0) {
+        goto exit;
+    }
+    int poll = is_poll(timeout);
 
-    /* The snapshot: which are done already (mw_fill saw the cfutures
-     * futures; the others are asked under their _condition). */
-    Py_ssize_t ndone = wc.mw.ndone;
+    /* The other futures, each under its _condition.  Unless the answer is
+     * known to come from the snapshot alone, their waiters go in now, in
+     * the same critical section (one Condition round trip per future, as
+     * in the stdlib); a waiter that fires before we are armed only
+     * counts. */
+    int install_now = !poll && wc.mode != MODE_INVALID
+                      && !(wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
     for (Py_ssize_t i = 0; wc.mw.nforeign > 0 && i < n; i++) {
         if (wc.mw.flags[i] & F_CF) {
             continue;
         }
         int how;
-        int d = foreign_check(&wc.mw, i, 0, &how);
+        int d = foreign_check(&wc.mw, i, install_now, &how);
         if (d < 0) {
+            wait_uninstall(&wc);
             goto exit;
         }
-        wc.mw.flags[i] |= d ? F_DONE : 0;
-        ndone += d;
-    }
-    int r = return_when_is(return_when, st->FIRST_COMPLETED);
-    if (r < 0) {
-        goto exit;
-    }
-    if (r) {
-        wc.mode = MODE_FIRST_COMPLETED;
-        if (ndone > 0) {
-            result = wait_result(st, fs, &wc);
-            goto exit;
+        if (d && !(wc.mw.flags[i] & F_DONE)) {
+            /* Done when we looked: part of the snapshot. */
+            wc.mw.flags[i] |= F_DONE;
+            wc.ndone++;
         }
     }
-    else {
-        r = return_when_is(return_when, st->FIRST_EXCEPTION);
-        if (r < 0) {
-            goto exit;
-        }
-        if (r) {
-            wc.mode = MODE_FIRST_EXCEPTION;
-            for (Py_ssize_t i = 0; i < n && ndone > 0; i++) {
-                if (!(wc.mw.flags[i] & F_DONE)) {
-                    continue;
-                }
-                int e = raised(st, wc.mw.items[i]);
-                if (e < 0) {
-                    goto exit;
-                }
-                if (e) {
-                    result = wait_result(st, fs, &wc);
+
+    /* The stdlib's early returns, on what is done so far. */
+    int early = wc.ndone == n
+                || (wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
+    if (!early && wc.mode == MODE_FIRST_EXCEPTION && wc.ndone > 0) {
+        early = wc.nraised > 0;
+        for (Py_ssize_t i = 0; !early && i < n; i++) {
+            if (wc.mw.flags[i] & F_DONE) {
+                early = raised(st, wc.mw.items[i]);
+                if (early < 0) {
+                    wait_uninstall(&wc);
                     goto exit;
                 }
             }
         }
-        else {
-            r = return_when_is(return_when, st->ALL_COMPLETED);
-            if (r < 0) {
-                goto exit;
-            }
-            wc.mode = MODE_ALL_COMPLETED;
-        }
     }
-    if (ndone == n) {
-        result = wait_result(st, fs, &wc);
-        goto exit;
-    }
-    if (!r) {
+    if (!early && wc.mode == MODE_INVALID) {
         /* Checked only here, as in the stdlib: a bad return_when passes
          * when everything is done already. */
         PyErr_Format(PyExc_ValueError, "Invalid return condition: %R",
                      return_when);
         goto exit;
     }
-    if (timeout != NULL && (PyFloat_CheckExact(timeout)
-                            || PyLong_CheckExact(timeout))) {
+    if (early || poll) {
         /* A poll needs no waiters: the snapshot is the answer. */
-        double secs = PyFloat_AsDouble(timeout);
-        if (secs == -1.0 && PyErr_Occurred()) {
-            goto exit;
-        }
-        if (secs <= 0 || secs != secs) {
+        if (wait_uninstall(&wc) == 0) {
             result = wait_result(st, fs, &wc);
-            goto exit;
         }
-    }
-
-    if (cf_event_init(&wc.mw.ev) < 0) {
         goto exit;
     }
-    have_event = 1;
-    installed = 1;
-    wc.pending = n - ndone;
-    int err = 0;
+
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (wc.mw.flags[i] & F_DONE) {
+        if (wc.mw.flags[i] & (F_DONE | F_WAITER)) {
             continue;
         }
         int how;
         int d = mw_install(&wc.mw, i, &how);
         if (d < 0) {
-            err = 1;
-            break;
+            wait_uninstall(&wc);
+            goto exit;
         }
         if (d) {
             /* Finished since the snapshot: as if its waiter had run. */
             wait_on_done(&wc.mw, i, how);
         }
     }
-    if (!err) {
-        int64_t ns;
-        if (parse_wait_timeout(timeout, &ns) < 0
-            || cf_event_wait(&wc.mw.ev, ns) < 0) {
-            err = 1;
-        }
-    }
-    if (err) {
-        /* Keep the first error; the waiters go regardless. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (mw_uninstall_all(&wc.mw) < 0) {
-            PyErr_WriteUnraisable(NULL);
-        }
-        PyErr_Restore(type, value, tb);
-        installed = 0;
+    wc.armed = 1;
+    wait_check(&wc);
+    int64_t ns;
+    if (parse_wait_timeout(timeout, &ns) < 0
+        || cf_event_wait(&wc.mw.ev, ns) < 0) {
+        wait_uninstall(&wc);
         goto exit;
     }
-    int uninstalled = mw_uninstall_all(&wc.mw);
-    /* Whatever it returned, nothing is left installed. */
-    installed = 0;
-    if (uninstalled < 0) {
-        goto exit;
+    if (wait_uninstall(&wc) == 0) {
+        result = wait_result(st, fs, &wc);
     }
-    result = wait_result(st, fs, &wc);
 
 exit:
-    if (installed) {
-        mw_detach_all(&wc.mw);
-    }
+    /* Every path above has uninstalled (or never installed); this only
+     * drops what a failed uninstall left. */
+    mw_detach_all(&wc.mw);
     if (have_event) {
         cf_event_fini(&wc.mw.ev);
     }
@@ -1238,6 +1311,22 @@ static PyMethodDef wait_functions[] = {
 int
 cf_wait_setup(PyObject *module, cf_state *st)
 {
+#define INTERN(field, text)                                         \
+    do {                                                            \
+        if ((st->field = PyUnicode_InternFromString(text)) == NULL) \
+            return -1;                                              \
+    } while (0)
+    INTERN(str__condition, "_condition");
+    INTERN(str__state, "_state");
+    INTERN(str__waiters, "_waiters");
+    INTERN(str__exception, "_exception");
+    INTERN(str_acquire, "acquire");
+    INTERN(str_release, "release");
+    INTERN(str_append, "append");
+    INTERN(str_remove, "remove");
+    INTERN(str_cancelled, "cancelled");
+    INTERN(str_exception, "exception");
+#undef INTERN
     st->waiter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &waiter_spec, NULL);
     if (st->waiter_type == NULL) {
