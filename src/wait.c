@@ -1287,7 +1287,7 @@ static PyType_Spec ac_spec = {
 /* ---- module functions --------------------------------------------------- */
 
 PyDoc_STRVAR(wait_doc,
-"wait($module, /, fs, timeout=None, return_when=ALL_COMPLETED)\n--\n\n"
+"wait($module, /, fs, timeout=None, return_when='ALL_COMPLETED')\n--\n\n"
 "Wait for the futures in the given sequence to complete.\n\n"
 "Returns a named 2-tuple of sets, done and not_done, as\n"
 "concurrent.futures.wait() does.  Takes cfutures futures and any\n"

@@ -79,6 +79,13 @@ def test_constants_are_the_stdlib_values():
     assert "wait" in cfutures.__all__ and "as_completed" in cfutures.__all__
 
 
+def test_signatures_match():
+    import inspect
+    for name in ("wait", "as_completed"):
+        assert (str(inspect.signature(getattr(cfutures, name)))
+                == str(inspect.signature(getattr(std, name))))
+
+
 def test_wait_returns_the_stdlib_namedtuple(mod):
     f = mod.Future()
     f.set_result(1)
