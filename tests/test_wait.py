@@ -1098,3 +1098,60 @@ def _mixed_outcome(states, picks, return_when, timeout):
         as_completed = staticmethod(cfutures.as_completed)
     Mixed.count = 0
     return _outcome(Mixed, states, picks, return_when, timeout)
+
+
+# ---- odd foreign futures ------------------------------------------------------
+
+class _DequeWaiters(std.Future):
+    """A Future subclass keeping its waiters in a deque, not a list."""
+
+    def __init__(self):
+        super().__init__()
+        import collections
+        self._waiters = collections.deque()
+
+
+def test_foreign_waiters_not_a_list(wmod):
+    fs = [_DequeWaiters() for _ in range(4)]
+    fs[0].set_result(0)
+    later(0.02, fs[1].set_result, 1)
+    done, not_done = wmod.wait(fs, timeout=30, return_when=wmod.FIRST_COMPLETED)
+    assert fs[0] in done
+    fs[1].result(timeout=30)
+    done, not_done = wmod.wait(fs, timeout=0.01)
+    assert done == {fs[0], fs[1]}
+    later(0.01, fs[2].set_result, 2)
+    later(0.02, fs[3].set_result, 3)
+    assert set(wmod.as_completed(fs, timeout=30)) == set(fs)
+    assert all(len(f._waiters) == 0 for f in fs)
+
+
+class _Unlockable(std.Future):
+    """A Future whose _condition cannot be read once `broken` is set."""
+
+    broken = False
+
+    def __getattribute__(self, name):
+        if name == "_condition" and object.__getattribute__(self, "broken"):
+            raise RuntimeError("no condition here")
+        return object.__getattribute__(self, name)
+
+
+@pytest.mark.parametrize("how", ["wait", "as_completed"])
+def test_ext_error_midway_leaves_nothing_installed(how):
+    # The stdlib leaves the Conditions it acquired so far locked when one
+    # future fails in _AcquireFutures, so this cannot run on the oracle.
+    for _ in range(20):
+        fs = mixed(10)
+        bad = _Unlockable()
+        bad.broken = True
+        with pytest.raises(RuntimeError, match="no condition here"):
+            if how == "wait":
+                cfutures.wait(fs + [bad], timeout=30)
+            else:
+                list(cfutures.as_completed(fs + [bad], timeout=30))
+        for f in fs:
+            if not isinstance(f, cfutures.Future):
+                assert f._waiters == []
+            f.set_result(None)      # must not reach the failed call
+        assert cfutures.wait(fs, timeout=0).not_done == set()
