@@ -590,26 +590,49 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nreq,
     return 0;
 }
 
-/* Seconds to nanoseconds for cf_event_wait, refusing what Lock.acquire()
- * refuses; beyond int64 nanoseconds (292 years) it waits forever. */
+/* Positive seconds to nanoseconds for cf_event_wait, with the errors
+ * Lock.acquire(timeout=) raises for what it cannot take (`is_int`: the
+ * timeout was an int, which it converts with another message). */
 static int
-seconds_to_ns(double secs, int64_t *ns)
+seconds_to_ns(double secs, int is_int, int64_t *ns)
 {
-    if (secs <= 0 || secs != secs) {
-        /* Condition.wait() polls for a timeout that is not > 0. */
-        *ns = 0;
-        return 0;
+    double d = ceil(secs * 1e9);   /* rounded up, as _PyTime_ROUND_TIMEOUT */
+    if (!(d < 9.2233720368547758e18)) {
+        PyErr_SetString(PyExc_OverflowError,
+                        is_int ? "timestamp too large to convert to C "
+                                 "_PyTime_t"
+                               : "timestamp out of range for platform "
+                                 "time_t");
+        return -1;
     }
-    if (secs * 1e6 > (double)PY_TIMEOUT_MAX) {
+    if (d / 1e3 > (double)PY_TIMEOUT_MAX) {
         PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
         return -1;
     }
-    *ns = secs >= 9e9 ? -1 : (int64_t)(secs * 1e9);
+    /* cf_event_wait adds it to the clock: past a century, for ever. */
+    *ns = d > 4e18 ? -1 : (int64_t)d;
     return 0;
 }
 
-/* wait()'s timeout as threading.Event.wait() takes it: None forever, else
- * `timeout > 0` decides between a timed wait and a poll. */
+/* An int timeout > 0 in seconds, as nanoseconds. */
+static int
+int_seconds_to_ns(PyObject *timeout, int64_t *ns)
+{
+    double secs = PyLong_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        secs = HUGE_VAL;
+    }
+    return seconds_to_ns(secs, 1, ns);
+}
+
+/* wait()'s timeout as threading.Event.wait() takes it: None waits for
+ * ever; otherwise `timeout > 0` chooses between a timed wait and a poll
+ * (NaN and what is not > 0 poll), and Lock.acquire() converts it: a float,
+ * or an int or what has __index__. */
 static int
 parse_wait_timeout(PyObject *timeout, int64_t *ns)
 {
@@ -617,23 +640,38 @@ parse_wait_timeout(PyObject *timeout, int64_t *ns)
         *ns = -1;
         return 0;
     }
-    if (!PyFloat_Check(timeout) && !PyLong_Check(timeout)) {
-        /* The stdlib's error for a non-number is that of `timeout > 0`. */
-        PyObject *zero = PyLong_FromLong(0);
-        if (zero == NULL) {
-            return -1;
+    if (PyFloat_Check(timeout)) {
+        double secs = PyFloat_AS_DOUBLE(timeout);
+        if (!(secs > 0)) {
+            *ns = 0;
+            return 0;
         }
-        int r = PyObject_RichCompareBool(timeout, zero, Py_GT);
-        Py_DECREF(zero);
-        if (r < 0) {
-            return -1;
-        }
+        return seconds_to_ns(secs, 0, ns);
     }
-    double secs = PyFloat_AsDouble(timeout);
-    if (secs == -1.0 && PyErr_Occurred()) {
+    if (PyLong_Check(timeout)) {
+        if (_PyLong_Sign(timeout) <= 0) {
+            *ns = 0;
+            return 0;
+        }
+        return int_seconds_to_ns(timeout, ns);
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) {
         return -1;
     }
-    return seconds_to_ns(secs, ns);
+    int r = PyObject_RichCompareBool(timeout, zero, Py_GT);
+    Py_DECREF(zero);
+    if (r <= 0) {
+        *ns = 0;
+        return r;
+    }
+    PyObject *index = PyNumber_Index(timeout);
+    if (index == NULL) {
+        return -1;
+    }
+    r = int_seconds_to_ns(index, ns);
+    Py_DECREF(index);
+    return r;
 }
 
 /* ---- wait() ------------------------------------------------------------- */
@@ -1005,11 +1043,9 @@ ac_parse_deadline(ascompleted *it)
             return -1;
         }
     }
-    if (end != end) {
-        /* The stdlib would poll in a busy loop for ever. */
-        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
-        return -1;
-    }
+    /* A NaN end time never passes: the stdlib then polls until every
+     * future is done, and never times out; we wait for them likewise,
+     * without the busy loop.  NaN is also our "no deadline". */
     it->deadline = end;
     return 0;
 }
@@ -1121,7 +1157,7 @@ ac_next(ascompleted *it)
                              it->total - it->yielded, it->total);
                 goto fail;
             }
-            if (seconds_to_ns(left, &ns) < 0) {
+            if (seconds_to_ns(left, 0, &ns) < 0) {
                 goto fail;
             }
         }

@@ -1155,3 +1155,32 @@ def test_ext_error_midway_leaves_nothing_installed(how):
                 assert f._waiters == []
             f.set_result(None)      # must not reach the failed call
         assert cfutures.wait(fs, timeout=0).not_done == set()
+
+
+# ---- odd timeouts: the stdlib's conversions and errors ------------------------
+
+def _timeout_outcome(m, fn, timeout):
+    f = m.Future()
+    later(0.1, f.set_result, 1)
+    try:
+        if fn == "wait":
+            r = m.wait([f], timeout=timeout)
+            return "ok", len(r.done)
+        return "ok", len(list(m.as_completed([f], timeout=timeout)))
+    except Exception as e:  # noqa: B902
+        return type(e), str(e)
+    finally:
+        f.result(timeout=30)
+
+
+@pytest.mark.parametrize("fn", ["wait", "as_completed"])
+@pytest.mark.parametrize("timeout", [
+    "Decimal('0.01')", "Decimal('-1')", "Fraction(1, 100)", "True",
+    "10**30", "10**400", "-10**400", "float('inf')", "float('-inf')",
+    "float('nan')", "1e12", "1e-12", "9.3e9", "[]"])
+def test_odd_timeouts_match(fn, timeout):
+    from decimal import Decimal  # noqa: F401 - used by eval
+    from fractions import Fraction  # noqa: F401
+    value = eval(timeout)
+    want = _timeout_outcome(std, fn, value)
+    assert _timeout_outcome(cfutures, fn, value) == want
