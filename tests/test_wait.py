@@ -269,8 +269,12 @@ def test_wait_first_exception(mod):
     done, not_done = mod.wait(fs, timeout=0.02,
                               return_when=mod.FIRST_EXCEPTION)
     assert done == {fs[0]}
-    later(0.02, fs[1].set_result, 2)
-    later(0.05, fs[2].set_exception, OSError())
+
+    def complete():
+        fs[1].set_result(2)
+        time.sleep(0.03)
+        fs[2].set_exception(OSError())
+    later(0.02, complete)
     done, not_done = mod.wait(fs, timeout=30,
                               return_when=mod.FIRST_EXCEPTION)
     assert {fs[0], fs[1], fs[2]} <= done and fs[5] in not_done
@@ -361,8 +365,12 @@ def test_wait_subclasses(mod):
     class StdSub(std.Future):
         pass
     fs = [Sub(), StdSub(), Sub(), StdSub()]
-    later(0.01, fs[0].set_result, 1)
-    later(0.02, fs[1].set_exception, KeyError())
+
+    def complete():
+        fs[0].set_result(1)
+        time.sleep(0.01)
+        fs[1].set_exception(KeyError())
+    later(0.01, complete)
     done, _ = mod.wait(fs, timeout=30, return_when=mod.FIRST_EXCEPTION)
     assert {fs[0], fs[1]} <= done
     later(0.01, fs[2].set_result, 1)
@@ -465,7 +473,7 @@ def test_as_completed_timeout(mod, timeout):
 def test_as_completed_timeout_counts_what_was_yielded(mod):
     fs = [mod.Future() for _ in range(4)]
     later(0.01, fs[2].set_result, 2)
-    it = mod.as_completed(fs, timeout=0.3)
+    it = mod.as_completed(fs, timeout=1.0)
     assert next(it) is fs[2]
     with pytest.raises(TimeoutError, match=r"^3 \(of 4\) futures unfinished$"):
         next(it)
@@ -583,18 +591,22 @@ def test_as_completed_ignores_bare_cancel(mod):
 
 def test_as_completed_concurrent_next_is_refused(mod):
     f = mod.Future()
-    it = mod.as_completed([f], timeout=30)
+    g = std.Future()     # its _waiters shows when the other thread is in
+    it = mod.as_completed([f, g], timeout=30)
     got = []
     t = threading.Thread(target=lambda: got.extend(it))
     t.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while not g._waiters and time.monotonic() < deadline:
+        time.sleep(0.001)
     with pytest.raises(ValueError, match="generator already executing"):
         next(it)
     with pytest.raises(ValueError, match="generator already executing"):
         it.close()
     f.set_result(1)
+    g.set_result(2)
     t.join(30)
-    assert got == [f]
+    assert len(got) == 2 and set(got) == {f, g}
 
 
 def test_as_completed_in_cycle_is_collected(wmod, fmod):
@@ -924,7 +936,7 @@ def test_process_pool_futures(wmod, process_pool):
     assert sorted(f.result() for f in fs[:20]) == [2 ** i for i in range(20)]
     done, not_done = wmod.wait(fs, return_when=wmod.FIRST_EXCEPTION)
     assert fs[-1] in done
-    slow = process_pool.submit(time.sleep, 0.2)
+    slow = process_pool.submit(time.sleep, 0.5)
     done, not_done = wmod.wait([slow], timeout=0)
     assert not_done == {slow}
     assert wmod.wait([slow], timeout=60).done == {slow}
@@ -943,7 +955,7 @@ def test_process_pool_mixed_with_cfutures(wmod, process_pool):
     later(0, complete)
     out = list(wmod.as_completed(cfs + pfs, timeout=60))
     assert set(out) == set(cfs + pfs) and len(out) == 20
-    slow = process_pool.submit(time.sleep, 0.2)
+    slow = process_pool.submit(time.sleep, 0.5)
     c = cfutures.Future()
     later(0.05, c.set_result, 1)
     done, not_done = wmod.wait([slow, c], timeout=60,
