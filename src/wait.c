@@ -446,31 +446,30 @@ mw_detach_all(multiwait *mw)
     }
 }
 
-/* Uninstall every item for which `keep` is NULL or keep[i] is 0; the first
+/* Uninstall every item still held.  All go even if one fails: the first
  * error is kept, later ones are reported as unraisable. */
 static int
 mw_uninstall_all(multiwait *mw)
 {
     int rc = 0;
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
     for (Py_ssize_t i = 0; i < mw->n; i++) {
-        if (mw->items[i] == NULL) {
+        if (mw->items[i] == NULL
+            || !(mw->flags[i] & (F_LINKED | F_WAITER))) {
             continue;
         }
         if (mw_uninstall(mw, i) < 0) {
             if (rc == 0) {
                 rc = -1;
-                PyObject *type, *value, *tb;
                 PyErr_Fetch(&type, &value, &tb);
-                /* Keep going: every other waiter must go too. */
-                for (Py_ssize_t j = i + 1; j < mw->n; j++) {
-                    if (mw->items[j] != NULL && mw_uninstall(mw, j) < 0) {
-                        PyErr_WriteUnraisable(mw->items[j]);
-                    }
-                }
-                PyErr_Restore(type, value, tb);
-                return rc;
+            }
+            else {
+                PyErr_WriteUnraisable(mw->items[i]);
             }
         }
+    }
+    if (rc < 0) {
+        PyErr_Restore(type, value, tb);
     }
     return rc;
 }
