@@ -1195,4 +1195,10 @@ def test_odd_timeouts_match(fn, timeout):
     from fractions import Fraction  # noqa: F401
     value = eval(timeout)
     want = _timeout_outcome(std, fn, value)
-    assert _timeout_outcome(cfutures, fn, value) == want
+    got = _timeout_outcome(cfutures, fn, value)
+    if want[0] is OverflowError:
+        # The message comes from the interpreter's time conversion and
+        # changed between 3.11 patch releases; cfutures gives 3.11.7's.
+        assert got[0] is OverflowError
+    else:
+        assert got == want
