@@ -42,3 +42,49 @@ class Future(_cfutures.Future, _std.Future):
 
 
 _cfutures._set_public_types(Future, None)
+
+
+# ---- asyncio bridge (src/aio.c) -------------------------------------------
+# Future.__await__ lives in C; these are the functions around it.
+
+to_thread = _cfutures.to_thread
+__all__ += ["install", "to_thread"]
+
+
+def _aio_pool_type():
+    # The C ThreadPoolExecutor when the package has it; until then the
+    # stdlib's, which to_thread only needs for submit().
+    return globals().get("ThreadPoolExecutor", _std.ThreadPoolExecutor)
+
+
+def install(loop=None):
+    """Make a new cfutures thread pool the default executor of *loop*.
+
+    *loop* defaults to the running loop.  Afterwards
+    ``loop.run_in_executor(None, ...)``, ``asyncio.to_thread`` and
+    ``cfutures.to_thread`` run on it, and ``loop.shutdown_default_executor()``
+    (called by ``asyncio.run`` at its end) shuts it down.  Returns the pool.
+    """
+    if loop is None:
+        import asyncio
+        loop = asyncio.get_running_loop()
+    pool = _aio_pool_type()(thread_name_prefix="cfutures")
+    loop.set_default_executor(pool)
+    if not hasattr(loop, "_default_executor"):
+        # uvloop keeps its default executor out of reach of Python code:
+        # record it where cfutures.to_thread looks for it.
+        loop._default_executor = pool
+    return pool
+
+
+_cfutures._aio_configure(_aio_pool_type())
+
+
+def _after_fork_in_child():
+    _cfutures._aio_forget_shared_pool()
+
+
+import os as _os  # noqa: E402
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,15 +1,1861 @@
-/* Placeholder until the asyncio bridge lands. */
+/* The asyncio bridge: `await future`, batched loop wakeups, to_thread.
+ *
+ * DESIGN.md, contract 5.  Awaiting a finished future returns at once and
+ * never touches the loop.  A pending one is bridged to the awaiting loop:
+ * when the cfutures future completes, its completing thread posts the
+ * bridge into the loop's batch; the first post into an empty batch
+ * schedules one loop.call_soon_threadsafe(batch), and the flush, on the
+ * loop thread, completes every bridge of the burst.  asyncio.wrap_future
+ * pays one call_soon_threadsafe (a self-pipe write and a loop wakeup) per
+ * future and a chain of Python callbacks; here a burst costs one.
+ *
+ * The bridges are "loop-side futures": small C objects that speak the
+ * protocol asyncio uses on futures it did not make (asyncio.isfuture,
+ * get_loop, add_done_callback, result, cancel, ...), the way a Task waits
+ * on any future-like object a coroutine yields.  So no asyncio.Future is
+ * created per await, and a to_thread() call is its own future: gather,
+ * shield, wait_for take it as it is, without wrapping it in a Task.
+ *   - the awaiter, what cfutures.Future.__await__ returns: its outcome is
+ *     the cfutures future's;
+ *   - the to_thread call: also a coroutine (send, throw, close), so
+ *     asyncio.create_task and TaskGroup.create_task accept it; its outcome
+ *     is stored by the pool worker that ran it.
+ * Loop-side state (done, callbacks) changes only on the loop thread, as
+ * for an asyncio.Future; other threads only post.
+ *
+ * Batches are found through a per-thread cache (the thread state dict)
+ * holding the batch of the loop last used in that thread: a loop runs in
+ * one thread at a time, so this is one batch per loop in practice.
+ */
 #include "cfutures.h"
+
+#include <structmember.h>
+
+/* ---- the loop-side future: shared header ----------------------------- */
+
+typedef struct cf_batch cf_batch;
+
+enum { LS_PENDING, LS_DONE, LS_CANCELLED };
+enum { NODE_AWAITER, NODE_CALL };
+
+typedef struct cf_aionode {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;    /* awaiter: the done-callback; call: run */
+    PyObject *loop;               /* bound loop; NULL until bound */
+    cf_batch *batch;              /* where completions are posted */
+    struct cf_aionode *next;      /* link while queued in a batch */
+    PyObject *cb0;                /* first done-callback and its context */
+    PyObject *ctx0;
+    PyObject *cbs;                /* more: a list of (fn, context) */
+    PyObject *cancel_msg;
+    unsigned char queued;
+    unsigned char lstate;         /* LS_*: changed on the loop thread only */
+    unsigned char blocking;       /* _asyncio_future_blocking */
+    unsigned char kind;           /* NODE_* */
+} cf_aionode;
+
+struct cf_batch {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;    /* the flush, run by the loop */
+    PyObject *loop_ref;           /* weak reference to the loop, or the
+                                     loop if it takes no weak references */
+    unsigned long thread_id;      /* the thread the loop ran in */
+    cf_aionode *head;             /* queued nodes, strong references */
+    cf_aionode *tail;
+    int scheduled;                /* a flush is on its way to the loop */
+};
+
+/* Import what the bridge needs from asyncio on first use, so importing
+ * cfutures does not import asyncio. */
+static int
+aio_import(cf_state *st)
+{
+    if (st->get_running_loop != NULL) {
+        return 0;
+    }
+    PyObject *events = PyImport_ImportModule("asyncio.events");
+    if (events == NULL) {
+        return -1;
+    }
+    PyObject *grl = PyObject_GetAttrString(events, "_get_running_loop");
+    Py_DECREF(events);
+    if (grl == NULL) {
+        return -1;
+    }
+    PyObject *exc = PyImport_ImportModule("asyncio.exceptions");
+    if (exc == NULL) {
+        Py_DECREF(grl);
+        return -1;
+    }
+    PyObject *ce = PyObject_GetAttrString(exc, "CancelledError");
+    PyObject *ise = PyObject_GetAttrString(exc, "InvalidStateError");
+    Py_DECREF(exc);
+    if (ce == NULL || ise == NULL) {
+        Py_XDECREF(ce);
+        Py_XDECREF(ise);
+        Py_DECREF(grl);
+        return -1;
+    }
+    Py_XSETREF(st->asyncio_CancelledError, ce);
+    Py_XSETREF(st->asyncio_InvalidStateError, ise);
+    Py_XSETREF(st->get_running_loop, grl);
+    return 0;
+}
+
+/* The running loop of this thread: new ref, or NULL (with RuntimeError
+ * when `required`, else with no exception). */
+static PyObject *
+running_loop(cf_state *st, int required)
+{
+    if (aio_import(st) < 0) {
+        return NULL;
+    }
+    PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
+    if (loop == Py_None) {
+        Py_DECREF(loop);
+        if (required) {
+            PyErr_SetString(PyExc_RuntimeError, "no running event loop");
+        }
+        return NULL;
+    }
+    return loop;
+}
+
+/* ---- the batch ------------------------------------------------------ */
+
+static PyObject *
+batch_loop(cf_batch *b)
+{
+    if (!PyWeakref_CheckRef(b->loop_ref)) {
+        return b->loop_ref;                 /* borrowed */
+    }
+    PyObject *loop = PyWeakref_GET_OBJECT(b->loop_ref);
+    return loop == Py_None ? NULL : loop;   /* borrowed */
+}
+
+static void node_complete(cf_state *st, cf_aionode *node);
+static int node_complete_now(cf_state *st, cf_aionode *node);
+
+/* Unlink every queued node (the caller owns their references). */
+static cf_aionode *
+batch_take(cf_batch *b)
+{
+    cf_aionode *head;
+    CF_BEGIN_CRITICAL(b)
+    head = b->head;
+    b->head = b->tail = NULL;
+    b->scheduled = 0;
+    CF_END_CRITICAL()
+    return head;
+}
+
+static void
+release_nodes(cf_aionode *node)
+{
+    while (node != NULL) {
+        cf_aionode *next = node->next;
+        node->next = NULL;
+        node->queued = 0;
+        Py_DECREF(node);
+        node = next;
+    }
+}
+
+/* batch(): the flush, run on the loop thread by call_soon_threadsafe. */
+static PyObject *
+batch_flush(PyObject *self, PyObject *const *args, size_t nargsf,
+            PyObject *kwnames)
+{
+    cf_batch *b = (cf_batch *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    /* Taken first: completions posted while we run callbacks (which may
+     * switch threads) schedule the next flush. */
+    cf_aionode *node = batch_take(b);
+    int failed = 0;
+    while (node != NULL) {
+        cf_aionode *next = node->next;
+        node->next = NULL;
+        node->queued = 0;
+        if (!failed) {
+            failed = node_complete_now(st, node) < 0;
+        }
+        else {
+            /* A callback raised SystemExit or KeyboardInterrupt: it
+             * propagates, as from a Handle; the rest run on later turns. */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            node_complete(st, node);
+            PyErr_Restore(type, value, tb);
+        }
+        Py_DECREF(node);
+        node = next;
+    }
+    if (failed) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Post a finished node to its loop, from any thread, GIL held.  Never
+ * raises: it runs inside a future's done-callbacks or a pool worker. */
+static void
+batch_post(cf_aionode *node)
+{
+    cf_batch *b = node->batch;
+    PyObject *loop = node->loop;
+    if (b == NULL || loop == NULL || node->lstate != LS_PENDING) {
+        return;                   /* not bound, or cancelled already */
+    }
+    cf_state *st = PyType_GetModuleState(Py_TYPE(b));
+    if (b->thread_id == PyThread_get_thread_ident()) {
+        /* Finished on the loop's own thread while it runs there (e.g. by
+         * another coroutine): complete now, no self-pipe write; the
+         * callbacks still run on a later turn (call_soon). */
+        PyObject *cur = PyObject_CallNoArgs(st->get_running_loop);
+        if (cur == NULL) {
+            PyErr_WriteUnraisable(NULL);
+            return;
+        }
+        Py_DECREF(cur);
+        if (cur == loop) {
+            Py_INCREF(node);
+            node_complete(st, node);
+            Py_DECREF(node);
+            return;
+        }
+    }
+    int schedule;
+    Py_INCREF(b);
+    CF_BEGIN_CRITICAL(b)
+    if (!node->queued) {
+        node->queued = 1;
+        Py_INCREF(node);
+        if (b->tail == NULL) {
+            b->head = node;
+        }
+        else {
+            b->tail->next = node;
+        }
+        b->tail = node;
+    }
+    schedule = !b->scheduled;
+    b->scheduled = 1;
+    CF_END_CRITICAL()
+    if (schedule) {
+        /* One wakeup per burst: later posts see `scheduled` and only
+         * queue.  The flush may even run before this call returns. */
+        Py_INCREF(loop);
+        PyObject *args[2] = {loop, (PyObject *)b};
+        PyObject *r = PyObject_VectorcallMethod(
+            st->str_call_soon_threadsafe, args,
+            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(loop);
+        if (r == NULL) {
+            /* The loop is closed (RuntimeError), as wrap_future's callback
+             * may find it: its awaiters cannot be woken, the cfutures
+             * futures complete as usual; drop what was queued for this
+             * loop so nothing leaks. */
+            if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+                PyErr_Clear();
+            }
+            else {
+                PyErr_WriteUnraisable((PyObject *)b);
+            }
+            release_nodes(batch_take(b));
+        }
+        Py_XDECREF(r);
+    }
+    Py_DECREF(b);
+}
+
+static int
+batch_traverse(cf_batch *b, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(b));
+    Py_VISIT(b->loop_ref);
+    for (cf_aionode *n = b->head; n != NULL; n = n->next) {
+        Py_VISIT(n);
+    }
+    return 0;
+}
+
+static int
+batch_clear(cf_batch *b)
+{
+    Py_CLEAR(b->loop_ref);
+    release_nodes(batch_take(b));
+    return 0;
+}
+
+static void
+batch_dealloc(cf_batch *b)
+{
+    PyTypeObject *tp = Py_TYPE(b);
+    PyObject_GC_UnTrack(b);
+    batch_clear(b);
+    tp->tp_free((PyObject *)b);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+batch_repr(cf_batch *b)
+{
+    int n = 0;
+    for (cf_aionode *node = b->head; node != NULL; node = node->next) {
+        n++;
+    }
+    return PyUnicode_FromFormat("<cfutures batch at %p queued=%d>", b, n);
+}
+
+static PyMemberDef batch_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(cf_batch, vectorcall),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot batch_slots[] = {
+    {Py_tp_doc, "The wakeups of one event loop, delivered in one call."},
+    {Py_tp_dealloc, batch_dealloc},
+    {Py_tp_traverse, batch_traverse},
+    {Py_tp_clear, batch_clear},
+    {Py_tp_repr, batch_repr},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, batch_members},
+    {0, NULL},
+};
+
+static PyType_Spec batch_spec = {
+    .name = "cfutures._cfutures._Batch",
+    .basicsize = sizeof(cf_batch),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = batch_slots,
+};
+
+/* The batch of `loop` (running in this thread), from the thread's cache,
+ * made on first use.  Borrowed: the cache keeps it alive. */
+static cf_batch *
+get_batch(cf_state *st, PyObject *loop)
+{
+    PyObject *tdict = PyThreadState_GetDict();
+    if (tdict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no thread state dict");
+        return NULL;
+    }
+    PyObject *cached = PyDict_GetItemWithError(tdict, st->batch_key);
+    if (cached != NULL && Py_IS_TYPE(cached, st->batch_type)
+        && batch_loop((cf_batch *)cached) == loop) {
+        return (cf_batch *)cached;
+    }
+    if (cached == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    cf_batch *b = PyObject_GC_New(cf_batch, st->batch_type);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->vectorcall = batch_flush;
+    b->thread_id = PyThread_get_thread_ident();
+    b->head = b->tail = NULL;
+    b->scheduled = 0;
+    /* Weak: the cache must not keep a finished loop alive.  Bound nodes
+     * hold their loop, so it outlives their wakeups. */
+    b->loop_ref = PyWeakref_NewRef(loop, NULL);
+    if (b->loop_ref == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* A loop type without weak references: hold it (the thread's
+         * cache then keeps its last loop until the next one). */
+        PyErr_Clear();
+        b->loop_ref = Py_NewRef(loop);
+    }
+    PyObject_GC_Track(b);
+    if (b->loop_ref == NULL) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    /* Replacing the previous loop's batch is safe: its bound nodes and a
+     * scheduled flush hold it. */
+    int rc = PyDict_SetItem(tdict, st->batch_key, (PyObject *)b);
+    Py_DECREF(b);
+    return rc < 0 ? NULL : b;
+}
+
+/* ---- the loop-side future protocol ---------------------------------- */
+
+static void
+node_init(cf_aionode *n, vectorcallfunc vc, int kind)
+{
+    n->vectorcall = vc;
+    n->loop = NULL;
+    n->batch = NULL;
+    n->next = NULL;
+    n->cb0 = n->ctx0 = n->cbs = NULL;
+    n->cancel_msg = NULL;
+    n->queued = 0;
+    n->lstate = LS_PENDING;
+    n->blocking = 0;
+    n->kind = (unsigned char)kind;
+}
+
+/* Bind to `loop`, which runs in this thread. */
+static int
+node_bind(cf_state *st, cf_aionode *n, PyObject *loop)
+{
+    if (n->loop != NULL) {
+        return 0;
+    }
+    cf_batch *b = get_batch(st, loop);
+    if (b == NULL) {
+        return -1;
+    }
+    n->loop = Py_NewRef(loop);
+    n->batch = (cf_batch *)Py_NewRef(b);
+    return 0;
+}
+
+static int
+node_bind_running(cf_state *st, cf_aionode *n)
+{
+    if (n->loop != NULL) {
+        return 0;
+    }
+    PyObject *loop = running_loop(st, 1);
+    if (loop == NULL) {
+        return -1;
+    }
+    int rc = node_bind(st, n, loop);
+    Py_DECREF(loop);
+    return rc;
+}
+
+/* loop.call_soon(fn, node, context=ctx) */
+static int
+schedule_callback(cf_state *st, cf_aionode *n, PyObject *fn, PyObject *ctx)
+{
+    PyObject *args[4] = {NULL, n->loop, fn, (PyObject *)n};
+    PyObject *r;
+    if (ctx != NULL && ctx != Py_None) {
+        PyObject *a2[5] = {NULL, n->loop, fn, (PyObject *)n, ctx};
+        r = PyObject_VectorcallMethod(st->str_call_soon, a2 + 1,
+                                      3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      st->context_kwnames);
+    }
+    else {
+        r = PyObject_VectorcallMethod(st->str_call_soon, args + 1,
+                                      3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      NULL);
+    }
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Schedule every done-callback, as asyncio.Future does on completion. */
+static int
+schedule_callbacks(cf_state *st, cf_aionode *n)
+{
+    PyObject *cb0 = n->cb0, *ctx0 = n->ctx0, *cbs = n->cbs;
+    n->cb0 = n->ctx0 = n->cbs = NULL;
+    int rc = 0;
+    if (cb0 != NULL) {
+        rc = schedule_callback(st, n, cb0, ctx0);
+        Py_DECREF(cb0);
+        Py_XDECREF(ctx0);
+    }
+    if (cbs != NULL) {
+        for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(cbs); i++) {
+            PyObject *t = PyList_GET_ITEM(cbs, i);
+            rc = schedule_callback(st, n, PyTuple_GET_ITEM(t, 0),
+                                   PyTuple_GET_ITEM(t, 1));
+        }
+        Py_DECREF(cbs);
+    }
+    return rc;
+}
+
+static int awaiter_source_cancelled(cf_aionode *n);
+
+/* On the loop thread: the node's outcome is ready; mark it done. */
+static void
+node_complete(cf_state *st, cf_aionode *n)
+{
+    if (n->lstate != LS_PENDING) {
+        return;                   /* cancelled by its awaiter meanwhile */
+    }
+    /* As wrap_future: a cancelled cfutures future cancels the bridge. */
+    n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
+    if (schedule_callbacks(st, n) < 0) {
+        PyErr_WriteUnraisable((PyObject *)n);
+    }
+}
+
+/* Run one done-callback now, in its context, as a Handle would: an
+ * Exception goes to the loop's exception handler; SystemExit and
+ * KeyboardInterrupt propagate (-1). */
+static int
+run_callback_now(cf_state *st, cf_aionode *n, PyObject *cb, PyObject *ctx)
+{
+    if (ctx == NULL || ctx == Py_None || PyContext_Enter(ctx) < 0) {
+        /* Its context is the running one (entered already): leave the
+         * call to the loop. */
+        PyErr_Clear();
+        return schedule_callback(st, n, cb, ctx) < 0 ? -2 : 0;
+    }
+    PyObject *r = PyObject_CallOneArg(cb, (PyObject *)n);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyContext_Exit(ctx) < 0) {
+        PyErr_WriteUnraisable(ctx);
+    }
+    PyErr_Restore(type, value, tb);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)
+        || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        return -1;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyObject *context = Py_BuildValue(
+        "{s:N,s:O,s:O}", "message",
+        PyUnicode_FromFormat("Exception in callback %R", cb),
+        "exception", value, "future", (PyObject *)n);
+    Py_DECREF(value);
+    if (context != NULL) {
+        r = PyObject_CallMethod(n->loop, "call_exception_handler", "O",
+                                context);
+        Py_DECREF(context);
+        Py_XDECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable((PyObject *)n);
+    }
+    return 0;
+}
+
+/* In the flush, on the loop thread and outside any task: complete the
+ * node and run its callbacks right away.  A Task waiting on it resumes
+ * in this turn of the loop, not the next: one loop iteration less per
+ * wakeup than asyncio.Future's call_soon.  -1 if a callback raised
+ * SystemExit or KeyboardInterrupt (the other callbacks are scheduled). */
+static int
+node_complete_now(cf_state *st, cf_aionode *n)
+{
+    if (n->lstate != LS_PENDING) {
+        return 0;
+    }
+    n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
+    PyObject *cb0 = n->cb0, *ctx0 = n->ctx0, *cbs = n->cbs;
+    n->cb0 = n->ctx0 = n->cbs = NULL;
+    int rc = 0;
+    if (cb0 != NULL) {
+        rc = run_callback_now(st, n, cb0, ctx0);
+        Py_DECREF(cb0);
+        Py_XDECREF(ctx0);
+    }
+    if (cbs != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
+            PyObject *t = PyList_GET_ITEM(cbs, i);
+            if (rc == 0) {
+                rc = run_callback_now(st, n, PyTuple_GET_ITEM(t, 0),
+                                      PyTuple_GET_ITEM(t, 1));
+            }
+            else {
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                if (schedule_callback(st, n, PyTuple_GET_ITEM(t, 0),
+                                      PyTuple_GET_ITEM(t, 1)) < 0) {
+                    PyErr_WriteUnraisable((PyObject *)n);
+                }
+                PyErr_Restore(type, value, tb);
+            }
+        }
+        Py_DECREF(cbs);
+    }
+    if (rc == -2) {
+        PyErr_WriteUnraisable((PyObject *)n);
+        rc = 0;
+    }
+    return rc;
+}
+
+static PyObject *
+make_cancelled_error(cf_state *st, cf_aionode *n)
+{
+    if (aio_import(st) < 0) {
+        return NULL;
+    }
+    if (n->cancel_msg == NULL || n->cancel_msg == Py_None) {
+        return PyObject_CallNoArgs(st->asyncio_CancelledError);
+    }
+    return PyObject_CallOneArg(st->asyncio_CancelledError, n->cancel_msg);
+}
+
+static void
+raise_cancelled(cf_state *st, cf_aionode *n)
+{
+    PyObject *e = make_cancelled_error(st, n);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+}
+
+static int
+raise_invalid_state(cf_state *st, const char *msg)
+{
+    if (aio_import(st) == 0) {
+        PyErr_SetString(st->asyncio_InvalidStateError, msg);
+    }
+    return -1;
+}
+
+/* The kind-specific parts, defined with each kind below. */
+static PyObject *node_outcome(cf_aionode *n);            /* new ref or NULL */
+static PyObject *node_exception(cf_aionode *n);          /* new ref or NULL */
+static int node_cancel_source(cf_state *st, cf_aionode *n);
+
+/* ---- protocol methods (shared by both kinds) ---- */
+
+static PyObject *
+node_get_loop(PyObject *self, PyObject *unused)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (node_bind_running(st, n) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(n->loop);
+}
+
+static int node_start(cf_state *st, cf_aionode *n);
+
+/* add_done_callback(fn, *, context=None) */
+static PyObject *
+node_add_done_callback(PyObject *self, PyObject *const *args,
+                       Py_ssize_t nargs, PyObject *kwnames)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    PyObject *ctx = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs != 1 || nkw > 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_done_callback() takes exactly one positional "
+                        "argument and an optional 'context'");
+        return NULL;
+    }
+    if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0),
+                                             "context") != 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "add_done_callback() got an unexpected keyword "
+                         "argument '%S'", PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        ctx = args[1];
+    }
+    PyObject *fn = args[0];
+    if (node_bind_running(st, n) < 0 || node_start(st, n) < 0) {
+        return NULL;
+    }
+    if (n->lstate != LS_PENDING) {
+        if (schedule_callback(st, n, fn, ctx) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (ctx == NULL || ctx == Py_None) {
+        ctx = PyContext_CopyCurrent();
+        if (ctx == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(ctx);
+    }
+    if (n->cb0 == NULL && n->cbs == NULL) {
+        n->cb0 = Py_NewRef(fn);
+        n->ctx0 = ctx;
+        Py_RETURN_NONE;
+    }
+    PyObject *t = PyTuple_Pack(2, fn, ctx);
+    Py_DECREF(ctx);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (n->cbs == NULL && (n->cbs = PyList_New(0)) == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    int rc = PyList_Append(n->cbs, t);
+    Py_DECREF(t);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+node_remove_done_callback(PyObject *self, PyObject *fn)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    Py_ssize_t removed = 0;
+    if (n->cb0 != NULL) {
+        int eq = PyObject_RichCompareBool(n->cb0, fn, Py_EQ);
+        if (eq < 0) {
+            return NULL;
+        }
+        if (eq) {
+            Py_CLEAR(n->cb0);
+            Py_CLEAR(n->ctx0);
+            removed++;
+        }
+    }
+    if (n->cbs != NULL) {
+        PyObject *keep = PyList_New(0);
+        if (keep == NULL) {
+            return NULL;
+        }
+        PyObject *cbs = Py_NewRef(n->cbs);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
+            PyObject *t = PyList_GET_ITEM(cbs, i);
+            int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(t, 0), fn,
+                                              Py_EQ);
+            if (eq < 0 || (!eq && PyList_Append(keep, t) < 0)) {
+                Py_DECREF(keep);
+                Py_DECREF(cbs);
+                return NULL;
+            }
+            removed += eq;
+        }
+        Py_DECREF(cbs);
+        Py_XSETREF(n->cbs, keep);
+    }
+    return PyLong_FromSsize_t(removed);
+}
+
+static PyObject *
+node_done(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(((cf_aionode *)self)->lstate != LS_PENDING);
+}
+
+static PyObject *
+node_cancelled(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(((cf_aionode *)self)->lstate == LS_CANCELLED);
+}
+
+static PyObject *
+node_result(PyObject *self, PyObject *unused)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (n->lstate == LS_CANCELLED) {
+        raise_cancelled(st, n);
+        return NULL;
+    }
+    if (n->lstate != LS_DONE) {
+        raise_invalid_state(st, "Result is not set.");
+        return NULL;
+    }
+    return node_outcome(n);
+}
+
+static PyObject *
+node_exception_meth(PyObject *self, PyObject *unused)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (n->lstate == LS_CANCELLED) {
+        raise_cancelled(st, n);
+        return NULL;
+    }
+    if (n->lstate != LS_DONE) {
+        raise_invalid_state(st, "Exception is not set.");
+        return NULL;
+    }
+    return node_exception(n);
+}
+
+static int
+node_cancel_impl(cf_state *st, cf_aionode *n, PyObject *msg)
+{
+    if (n->lstate != LS_PENDING) {
+        return 0;
+    }
+    n->lstate = LS_CANCELLED;
+    Py_XSETREF(n->cancel_msg, Py_XNewRef(msg));
+    /* As wrap_future: cancelling the bridge cancels what it waits for,
+     * if that has not started. */
+    if (node_cancel_source(st, n) < 0) {
+        return -1;
+    }
+    if (n->loop != NULL && schedule_callbacks(st, n) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+/* cancel(msg=None) */
+static PyObject *
+node_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *msg = Py_None;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "cancel() takes at most 1 argument");
+        return NULL;
+    }
+    if (nkw == 1 && PyUnicode_CompareWithASCIIString(
+                        PyTuple_GET_ITEM(kwnames, 0), "msg") != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "cancel() got an unexpected keyword argument '%S'",
+                     PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (nargs + nkw == 1) {
+        msg = args[0];
+    }
+    int r = node_cancel_impl(st, (cf_aionode *)self, msg);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *
+node_make_cancelled_error(PyObject *self, PyObject *unused)
+{
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    return make_cancelled_error(st, (cf_aionode *)self);
+}
+
+static PyObject *
+node_get_blocking(PyObject *self, void *closure)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    if (n->loop != NULL) {
+        return PyBool_FromLong(n->blocking);
+    }
+    /* Unbound, outside a running loop (asyncio.run(to_thread(f)), or
+     * loop.run_until_complete): not a future yet, so asyncio takes it as
+     * a coroutine and makes a Task, whose first step binds it. */
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(loop);
+    Py_RETURN_FALSE;
+}
+
+static int
+node_set_blocking(PyObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete attribute");
+        return -1;
+    }
+    int b = PyObject_IsTrue(value);
+    if (b < 0) {
+        return -1;
+    }
+    ((cf_aionode *)self)->blocking = (unsigned char)b;
+    return 0;
+}
+
+static PyObject *
+node_get_cancel_message(PyObject *self, void *closure)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    return Py_NewRef(n->cancel_msg ? n->cancel_msg : Py_None);
+}
+
+static int
+node_set_cancel_message(PyObject *self, PyObject *value, void *closure)
+{
+    Py_XSETREF(((cf_aionode *)self)->cancel_msg, Py_XNewRef(value));
+    return 0;
+}
+
+static PyObject *
+node_get_loop_attr(PyObject *self, void *closure)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    return Py_NewRef(n->loop ? n->loop : Py_None);
+}
+
+/* ---- coroutine side ---- */
+
+/* Raise StopIteration(value) so that `yield from` / Task sees `value`. */
+static void
+set_stop_iteration(PyObject *value)
+{
+    if (value == Py_None) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return;
+    }
+    if (PyTuple_Check(value) || PyExceptionInstance_Check(value)) {
+        /* These would be taken as the exception's args or instance. */
+        PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, value);
+        if (e != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, e);
+            Py_DECREF(e);
+        }
+        return;
+    }
+    PyErr_SetObject(PyExc_StopIteration, value);
+}
+
+/* A StopIteration escaping an iterator would read as its return value,
+ * and asyncio.Future refuses it (set_exception raises TypeError, so with
+ * the stdlib's wrap_future the awaiter hangs): deliver it as a generator
+ * does (PEP 479), a RuntimeError caused by it.  New ref. */
+static PyObject *
+convert_stop_iteration(PyObject *exc)
+{
+    if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_StopIteration)
+        && !PyObject_TypeCheck(exc,
+                               (PyTypeObject *)PyExc_StopAsyncIteration)) {
+        return Py_NewRef(exc);
+    }
+    PyObject *r = PyObject_CallFunction(
+        PyExc_RuntimeError, "s", Py_TYPE(exc)->tp_name);
+    if (r == NULL) {
+        return NULL;
+    }
+    PyObject *msg = PyUnicode_FromFormat("%s raised by the awaited call",
+                                         Py_TYPE(exc)->tp_name);
+    if (msg == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, msg);
+    Py_DECREF(msg);
+    if (args == NULL) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    Py_SETREF(((PyBaseExceptionObject *)r)->args, args);
+    PyException_SetCause(r, Py_NewRef(exc));
+    PyException_SetContext(r, Py_NewRef(exc));
+    return r;
+}
+
+/* Raise the stored exception `exc`, converted as above. */
+static void
+raise_stored_exception(PyObject *exc)
+{
+    PyObject *e = convert_stop_iteration(exc);
+    if (e != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+    }
+}
+
+/* One step of `await node` (or of a Task running a to_thread call). */
+static PySendResult
+node_send_impl(cf_aionode *n, PyObject **presult)
+{
+    cf_state *st = PyType_GetModuleState(Py_TYPE(n));
+    *presult = NULL;
+    if (n->lstate == LS_PENDING) {
+        if (node_start(st, n) < 0) {
+            return PYGEN_ERROR;
+        }
+    }
+    if (n->lstate == LS_CANCELLED) {
+        raise_cancelled(st, n);
+        return PYGEN_ERROR;
+    }
+    if (n->lstate == LS_PENDING) {
+        /* What asyncio.Future.__await__ does: yield ourselves, marked, and
+         * the Task adds its wakeup as our done-callback. */
+        n->blocking = 1;
+        *presult = Py_NewRef((PyObject *)n);
+        return PYGEN_NEXT;
+    }
+    PyObject *r = node_outcome(n);
+    if (r == NULL) {
+        return PYGEN_ERROR;
+    }
+    *presult = r;
+    return PYGEN_RETURN;
+}
+
+static PySendResult
+node_am_send(PyObject *self, PyObject *arg, PyObject **presult)
+{
+    return node_send_impl((cf_aionode *)self, presult);
+}
+
+static PyObject *
+node_iternext(PyObject *self)
+{
+    PyObject *r;
+    PySendResult s = node_send_impl((cf_aionode *)self, &r);
+    if (s == PYGEN_RETURN) {
+        if (r != Py_None) {
+            set_stop_iteration(r);
+        }
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* send(value): what a Task calls on its coroutine. */
+static PyObject *
+node_send(PyObject *self, PyObject *value)
+{
+    PyObject *r;
+    PySendResult s = node_send_impl((cf_aionode *)self, &r);
+    if (s == PYGEN_RETURN) {
+        set_stop_iteration(r);
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* throw(typ[, val[, tb]]): raise what was thrown.  The Task throws in
+ * the exception of the future it waited on (us), or CancelledError when
+ * it is cancelled before it waits: then cancel, as asyncio.to_thread's
+ * task would never have submitted the call. */
+static PyObject *
+node_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    cf_aionode *n = (cf_aionode *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (nargs < 1 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "throw expected at least 1 argument, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *type = args[0];
+    PyObject *val = nargs >= 2 ? args[1] : NULL;
+    PyObject *tb = nargs == 3 ? args[2] : NULL;
+    if (val == Py_None) {
+        val = NULL;
+    }
+    if (tb == Py_None) {
+        tb = NULL;
+    }
+    else if (tb != NULL && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "throw() third argument must be a traceback");
+        return NULL;
+    }
+    Py_INCREF(type);
+    Py_XINCREF(val);
+    Py_XINCREF(tb);
+    if (PyExceptionClass_Check(type)) {
+        PyErr_NormalizeException(&type, &val, &tb);
+    }
+    else if (PyExceptionInstance_Check(type)) {
+        if (val != NULL) {
+            PyErr_SetString(PyExc_TypeError,
+                            "instance exception may not have a separate "
+                            "value");
+            goto fail;
+        }
+        val = type;
+        type = Py_NewRef(PyExceptionInstance_Class(val));
+        if (tb == NULL) {
+            tb = PyException_GetTraceback(val);
+        }
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must be classes deriving BaseException "
+                        "or instances of such a class");
+        goto fail;
+    }
+    if (n->lstate == LS_PENDING && aio_import(st) == 0
+        && PyObject_IsSubclass(type, st->asyncio_CancelledError) == 1) {
+        if (node_cancel_impl(st, n, NULL) < 0) {
+            PyErr_WriteUnraisable(self);
+        }
+    }
+    PyErr_Restore(type, val, tb);
+    return NULL;
+fail:
+    Py_DECREF(type);
+    Py_XDECREF(val);
+    Py_XDECREF(tb);
+    return NULL;
+}
+
+static PyObject *
+node_close(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+node_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int
+node_traverse(cf_aionode *n, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(n));
+    Py_VISIT(n->loop);
+    Py_VISIT(n->batch);
+    Py_VISIT(n->cb0);
+    Py_VISIT(n->ctx0);
+    Py_VISIT(n->cbs);
+    Py_VISIT(n->cancel_msg);
+    return 0;
+}
+
+static void
+node_clear(cf_aionode *n)
+{
+    Py_CLEAR(n->loop);
+    Py_CLEAR(n->batch);
+    Py_CLEAR(n->cb0);
+    Py_CLEAR(n->ctx0);
+    Py_CLEAR(n->cbs);
+    Py_CLEAR(n->cancel_msg);
+}
+
+#define NODE_METHODS                                                       \
+    {"get_loop", node_get_loop, METH_NOARGS, NULL},                        \
+    {"add_done_callback", (PyCFunction)(void (*)(void))                    \
+     node_add_done_callback, METH_FASTCALL | METH_KEYWORDS, NULL},         \
+    {"remove_done_callback", node_remove_done_callback, METH_O, NULL},     \
+    {"done", node_done, METH_NOARGS, NULL},                                \
+    {"cancelled", node_cancelled, METH_NOARGS, NULL},                      \
+    {"result", node_result, METH_NOARGS, NULL},                            \
+    {"exception", node_exception_meth, METH_NOARGS, NULL},                 \
+    {"cancel", (PyCFunction)(void (*)(void))node_cancel,                   \
+     METH_FASTCALL | METH_KEYWORDS, NULL},                                 \
+    {"_make_cancelled_error", node_make_cancelled_error, METH_NOARGS,      \
+     NULL},                                                                \
+    {"send", node_send, METH_O, NULL},                                     \
+    {"throw", (PyCFunction)(void (*)(void))node_throw, METH_FASTCALL,      \
+     NULL},                                                                \
+    {"close", node_close, METH_NOARGS, NULL},
+
+#define NODE_GETSET                                                        \
+    {"_asyncio_future_blocking", node_get_blocking, node_set_blocking,     \
+     NULL, NULL},                                                          \
+    {"_cancel_message", node_get_cancel_message, node_set_cancel_message,  \
+     NULL, NULL},                                                          \
+    {"_loop", node_get_loop_attr, NULL, NULL, NULL},
+
+#define NODE_MEMBERS                                                       \
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(cf_aionode, vectorcall), \
+     READONLY, NULL},
+
+/* ---- Future.__await__: the awaiter ---------------------------------- */
+
+typedef struct {
+    cf_aionode node;
+    cf_future *future;
+    unsigned char registered;     /* our done-callback is on the future */
+} cf_awaiter;
+
+static int
+awaiter_source_cancelled(cf_aionode *n)
+{
+    if (n->kind != NODE_AWAITER) {
+        return 0;
+    }
+    cf_future *f = ((cf_awaiter *)n)->future;
+    return f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED;
+}
+
+/* The future's outcome, as `await` delivers it. */
+static PyObject *
+awaiter_outcome(cf_awaiter *aw)
+{
+    cf_future *f = aw->future;
+    if (f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED) {
+        /* As wrap_future: a cancelled future cancels the awaiter. */
+        cf_state *st = PyType_GetModuleState(Py_TYPE(aw));
+        raise_cancelled(st, &aw->node);
+        return NULL;
+    }
+    if (f->exception == NULL) {
+        return Py_NewRef(f->result != NULL ? f->result : Py_None);
+    }
+    if (PyExceptionInstance_Check(f->exception)) {
+        raise_stored_exception(f->exception);
+        return NULL;
+    }
+    return cf_future_get_result(f);
+}
+
+/* Called by the future when it completes: post the wakeup. */
+static PyObject *
+awaiter_callback(PyObject *self, PyObject *const *args, size_t nargsf,
+                 PyObject *kwnames)
+{
+    batch_post((cf_aionode *)self);
+    Py_RETURN_NONE;
+}
+
+static int
+awaiter_start(cf_state *st, cf_awaiter *aw)
+{
+    if (cf_future_is_done(aw->future)) {
+        /* The fast path: a finished future never touches the loop.  (Any
+         * callbacks, from a caller that did not wait for our wakeup, are
+         * scheduled on the bound loop.) */
+        node_complete(st, &aw->node);
+        return 0;
+    }
+    if (aw->registered) {
+        return 0;
+    }
+    if (node_bind_running(st, &aw->node) < 0) {
+        return -1;
+    }
+    aw->registered = 1;
+    /* The awaiter itself is the done-callback: nothing else to allocate.
+     * If the future finished meanwhile, it posts right away. */
+    if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
+        aw->registered = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static int
+awaiter_traverse(cf_awaiter *aw, visitproc visit, void *arg)
+{
+    Py_VISIT(aw->future);
+    return node_traverse(&aw->node, visit, arg);
+}
+
+static int
+awaiter_clear(cf_awaiter *aw)
+{
+    node_clear(&aw->node);
+    Py_CLEAR(aw->future);
+    return 0;
+}
+
+static void
+awaiter_dealloc(cf_awaiter *aw)
+{
+    PyTypeObject *tp = Py_TYPE(aw);
+    PyObject_GC_UnTrack(aw);
+    awaiter_clear(aw);
+    tp->tp_free((PyObject *)aw);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+awaiter_repr(cf_awaiter *aw)
+{
+    static const char *names[] = {"pending", "finished", "cancelled"};
+    return PyUnicode_FromFormat("<cfutures awaiter %s of %R>",
+                                names[aw->node.lstate],
+                                (PyObject *)aw->future);
+}
 
 PyObject *
 cf_future_await(PyObject *self)
 {
-    PyErr_SetString(PyExc_NotImplementedError, "await is not implemented yet");
-    return NULL;
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    cf_awaiter *aw = PyObject_GC_New(cf_awaiter, st->awaiter_type);
+    if (aw == NULL) {
+        return NULL;
+    }
+    node_init(&aw->node, awaiter_callback, NODE_AWAITER);
+    aw->future = (cf_future *)Py_NewRef(self);
+    aw->registered = 0;
+    PyObject_GC_Track(aw);
+    return (PyObject *)aw;
 }
+
+static PyMethodDef awaiter_methods[] = {
+    NODE_METHODS
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef awaiter_getset[] = {
+    NODE_GETSET
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef awaiter_members[] = {
+    NODE_MEMBERS
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot awaiter_slots[] = {
+    {Py_tp_doc, "What Future.__await__ returns: the future's stand-in on "
+                "the awaiting loop."},
+    {Py_tp_dealloc, awaiter_dealloc},
+    {Py_tp_traverse, awaiter_traverse},
+    {Py_tp_clear, awaiter_clear},
+    {Py_tp_repr, awaiter_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, node_iternext},
+    {Py_am_await, node_await},
+    {Py_am_send, node_am_send},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_methods, awaiter_methods},
+    {Py_tp_getset, awaiter_getset},
+    {Py_tp_members, awaiter_members},
+    {0, NULL},
+};
+
+static PyType_Spec awaiter_spec = {
+    .name = "cfutures._cfutures._FutureAwaiter",
+    .basicsize = sizeof(cf_awaiter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = awaiter_slots,
+};
+
+/* ---- to_thread ------------------------------------------------------ */
+
+/* One to_thread() call: a loop-side future and a coroutine for the loop,
+ * and for the pool the callable that runs fn in the copied context and
+ * posts straight to the loop's batch. */
+typedef struct {
+    cf_aionode node;
+    PyObject *callargs;       /* (fn, *args, *kwvalues); NULL once run */
+    PyObject *kwnames;        /* NULL or a tuple of str */
+    PyObject *context;        /* contextvars.copy_context() at the start */
+    PyObject *result;         /* set by the worker */
+    PyObject *exception;
+    PyObject *pool_future;    /* what pool.submit() returned, to cancel */
+    Py_ssize_t nargs;
+    unsigned char submitted;
+    unsigned char retrieved;  /* the exception was delivered or read */
+} cf_aiocall;
+
+/* Run by a pool worker: fn(*args, **kwargs) in the copied context. */
+static PyObject *
+aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
+            PyObject *unused_kw)
+{
+    cf_aiocall *c = (cf_aiocall *)self;
+    if (c->callargs == NULL) {
+        Py_RETURN_NONE;           /* ran already */
+    }
+    PyObject *callargs = c->callargs;
+    PyObject *kwnames = c->kwnames;
+    PyObject *ctx = c->context;
+    c->callargs = c->kwnames = c->context = NULL;
+    PyObject *r = NULL;
+    if (PyContext_Enter(ctx) == 0) {
+        PyObject **items = &PyTuple_GET_ITEM(callargs, 0);
+        r = PyObject_Vectorcall(items[0], items + 1, c->nargs, kwnames);
+        if (PyContext_Exit(ctx) < 0) {
+            Py_CLEAR(r);
+        }
+    }
+    if (r != NULL) {
+        c->result = r;
+    }
+    else {
+        /* Every exception goes to the awaiter, BaseException too, as the
+         * stdlib's _WorkItem.run delivers it to the future. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        c->exception = value;
+    }
+    /* The arguments may be big or hold resources: drop them here, as the
+     * stdlib's work item does, not when the awaiter lets go. */
+    Py_DECREF(callargs);
+    Py_XDECREF(kwnames);
+    Py_DECREF(ctx);
+    batch_post(&c->node);
+    Py_RETURN_NONE;
+}
+
+/* The pool that runs to_thread calls: the loop's default executor when it
+ * is a cfutures pool (set with install() or set_default_executor), else
+ * the shared module-level one.  New ref. */
+static PyObject *
+pick_pool(cf_state *st, PyObject *loop)
+{
+    PyObject *ex;
+    /* No AttributeError is made when missing (uvloop has no such
+     * attribute unless install() set it). */
+    if (_PyObject_LookupAttr(loop, st->str_default_executor, &ex) < 0) {
+        return NULL;
+    }
+    if (ex != NULL) {
+        if (st->aio_pool_type != NULL
+            && PyObject_TypeCheck(ex, (PyTypeObject *)st->aio_pool_type)) {
+            return ex;
+        }
+        Py_DECREF(ex);
+    }
+    if (st->default_pool != NULL) {
+        return Py_NewRef(st->default_pool);
+    }
+    if (st->aio_pool_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cfutures: no pool type configured for to_thread");
+        return NULL;
+    }
+    PyObject *kw = Py_BuildValue("{s:s}", "thread_name_prefix",
+                                 "cfutures.to_thread");
+    if (kw == NULL) {
+        return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    PyObject *pool = empty ? PyObject_Call(st->aio_pool_type, empty, kw)
+                           : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(kw);
+    if (pool == NULL) {
+        return NULL;
+    }
+    /* Making it ran Python code: another thread may have made one too. */
+    if (st->default_pool == NULL) {
+        st->default_pool = Py_NewRef(pool);
+    }
+    else {
+        Py_SETREF(pool, Py_NewRef(st->default_pool));
+    }
+    return pool;
+}
+
+/* Submit the call (bound to a running loop) to its pool.  A failing
+ * submit (a pool shut down) becomes the call's exception, as with
+ * run_in_executor inside asyncio.to_thread. */
+static int
+aiocall_start(cf_state *st, cf_aiocall *c)
+{
+    if (c->submitted) {
+        return 0;
+    }
+    if (node_bind_running(st, &c->node) < 0) {
+        return -1;
+    }
+    c->context = PyContext_CopyCurrent();
+    if (c->context == NULL) {
+        return -1;
+    }
+    PyObject *pool = pick_pool(st, c->node.loop);
+    if (pool == NULL) {
+        return -1;
+    }
+    c->submitted = 1;
+    PyObject *args[2] = {pool, (PyObject *)c};
+    PyObject *pf = PyObject_VectorcallMethod(
+        st->str_submit, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(pool);
+    if (pf == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        Py_CLEAR(c->callargs);
+        Py_CLEAR(c->kwnames);
+        Py_CLEAR(c->context);
+        c->exception = value;
+        /* On the loop thread: complete now; callbacks run soon. */
+        node_complete(st, &c->node);
+        return 0;
+    }
+    Py_XSETREF(c->pool_future, pf);
+    return 0;
+}
+
+static PyObject *
+aiocall_outcome(cf_aiocall *c)
+{
+    if (c->exception != NULL) {
+        c->retrieved = 1;
+        raise_stored_exception(c->exception);
+        return NULL;
+    }
+    return Py_NewRef(c->result != NULL ? c->result : Py_None);
+}
+
+static int
+cancel_pool_future(cf_state *st, PyObject *pf)
+{
+    if (cf_future_check(st, pf)) {
+        return cf_future_cancel((cf_future *)pf) < 0 ? -1 : 0;
+    }
+    PyObject *r = PyObject_CallMethod(pf, "cancel", NULL);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static int
+aiocall_traverse(cf_aiocall *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->callargs);
+    Py_VISIT(c->kwnames);
+    Py_VISIT(c->context);
+    Py_VISIT(c->result);
+    Py_VISIT(c->exception);
+    Py_VISIT(c->pool_future);
+    return node_traverse(&c->node, visit, arg);
+}
+
+static int
+aiocall_clear(cf_aiocall *c)
+{
+    node_clear(&c->node);
+    Py_CLEAR(c->callargs);
+    Py_CLEAR(c->kwnames);
+    Py_CLEAR(c->context);
+    Py_CLEAR(c->result);
+    Py_CLEAR(c->exception);
+    Py_CLEAR(c->pool_future);
+    return 0;
+}
+
+/* As asyncio.Future: an exception nobody retrieved goes to the loop's
+ * exception handler when the call is collected. */
+static void
+aiocall_finalize(PyObject *self)
+{
+    cf_aiocall *c = (cf_aiocall *)self;
+    if (c->exception == NULL || c->retrieved || c->node.loop == NULL
+        || c->node.lstate != LS_DONE) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *context = Py_BuildValue(
+        "{s:s,s:O,s:O}", "message",
+        "cfutures.to_thread() exception was never retrieved",
+        "exception", c->exception, "future", self);
+    if (context != NULL) {
+        PyObject *r = PyObject_CallMethod(c->node.loop,
+                                          "call_exception_handler", "O",
+                                          context);
+        Py_DECREF(context);
+        Py_XDECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(self);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+static void
+aiocall_dealloc(cf_aiocall *c)
+{
+    PyTypeObject *tp = Py_TYPE(c);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) {
+        return;                   /* resurrected */
+    }
+    PyObject_GC_UnTrack(c);
+    aiocall_clear(c);
+    tp->tp_free((PyObject *)c);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+aiocall_repr(cf_aiocall *c)
+{
+    static const char *names[] = {"pending", "finished", "cancelled"};
+    PyObject *fn = c->callargs ? PyTuple_GET_ITEM(c->callargs, 0) : Py_None;
+    return PyUnicode_FromFormat("<cfutures.to_thread %s %R>",
+                                names[c->node.lstate], fn);
+}
+
+static PyObject *
+aiocall_get_name(PyObject *self, void *closure)
+{
+    return PyUnicode_FromString("to_thread");
+}
+
+static PyObject *
+aiocall_get_running(PyObject *self, void *closure)
+{
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef aiocall_methods[] = {
+    NODE_METHODS
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef aiocall_getset[] = {
+    NODE_GETSET
+    {"__name__", aiocall_get_name, NULL, NULL, NULL},
+    {"__qualname__", aiocall_get_name, NULL, NULL, NULL},
+    {"cr_running", aiocall_get_running, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef aiocall_members[] = {
+    NODE_MEMBERS
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot aiocall_slots[] = {
+    {Py_tp_doc, "A cfutures.to_thread() call: await it, gather it, or make "
+                "it a task."},
+    {Py_tp_dealloc, aiocall_dealloc},
+    {Py_tp_finalize, aiocall_finalize},
+    {Py_tp_traverse, aiocall_traverse},
+    {Py_tp_clear, aiocall_clear},
+    {Py_tp_repr, aiocall_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, node_iternext},
+    {Py_am_await, node_await},
+    {Py_am_send, node_am_send},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_methods, aiocall_methods},
+    {Py_tp_getset, aiocall_getset},
+    {Py_tp_members, aiocall_members},
+    {0, NULL},
+};
+
+static PyType_Spec aiocall_spec = {
+    .name = "cfutures._cfutures._ToThreadCall",
+    .basicsize = sizeof(cf_aiocall),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = aiocall_slots,
+};
+
+/* ---- the kind-specific dispatch ------------------------------------- */
+
+static int
+node_start(cf_state *st, cf_aionode *n)
+{
+    if (n->lstate != LS_PENDING) {
+        return 0;
+    }
+    if (n->kind == NODE_AWAITER) {
+        return awaiter_start(st, (cf_awaiter *)n);
+    }
+    return aiocall_start(st, (cf_aiocall *)n);
+}
+
+static PyObject *
+node_outcome(cf_aionode *n)
+{
+    if (n->kind == NODE_AWAITER) {
+        return awaiter_outcome((cf_awaiter *)n);
+    }
+    return aiocall_outcome((cf_aiocall *)n);
+}
+
+static PyObject *
+node_exception(cf_aionode *n)
+{
+    PyObject *exc;
+    if (n->kind == NODE_AWAITER) {
+        exc = ((cf_awaiter *)n)->future->exception;
+    }
+    else {
+        exc = ((cf_aiocall *)n)->exception;
+        ((cf_aiocall *)n)->retrieved = 1;
+    }
+    if (exc == NULL || !PyExceptionInstance_Check(exc)) {
+        return Py_NewRef(exc ? exc : Py_None);
+    }
+    return convert_stop_iteration(exc);
+}
+
+static int
+node_cancel_source(cf_state *st, cf_aionode *n)
+{
+    if (n->kind == NODE_AWAITER) {
+        cf_awaiter *aw = (cf_awaiter *)n;
+        return cf_future_cancel(aw->future) < 0 ? -1 : 0;
+    }
+    cf_aiocall *c = (cf_aiocall *)n;
+    if (c->pool_future != NULL) {
+        PyObject *pf = c->pool_future;
+        c->pool_future = NULL;
+        int rc = cancel_pool_future(st, pf);
+        Py_DECREF(pf);
+        return rc;
+    }
+    if (!c->submitted) {
+        /* Never to run: drop the arguments now. */
+        Py_CLEAR(c->callargs);
+        Py_CLEAR(c->kwnames);
+    }
+    return 0;
+}
+
+/* to_thread(fn, /, *args, **kwargs) */
+static PyObject *
+to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames)
+{
+    cf_state *st = cf_get_state(module);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError,
+                        "to_thread() missing 1 required positional argument: "
+                        "'func'");
+        return NULL;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *callargs = PyTuple_New(nargs + nkw);
+    if (callargs == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        PyTuple_SET_ITEM(callargs, i, Py_NewRef(args[i]));
+    }
+    cf_aiocall *c = PyObject_GC_New(cf_aiocall, st->aiocall_type);
+    if (c == NULL) {
+        Py_DECREF(callargs);
+        return NULL;
+    }
+    node_init(&c->node, aiocall_run, NODE_CALL);
+    c->callargs = callargs;
+    c->kwnames = nkw ? Py_NewRef(kwnames) : NULL;
+    c->context = NULL;
+    c->result = NULL;
+    c->exception = NULL;
+    c->pool_future = NULL;
+    c->nargs = nargs - 1;
+    c->submitted = 0;
+    c->retrieved = 0;
+    PyObject_GC_Track(c);
+    /* Started now when called in a running loop, as run_in_executor
+     * does; else (asyncio.run(to_thread(f))) by the Task's first step. */
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        return (PyObject *)c;
+    }
+    int rc = node_bind(st, &c->node, loop);
+    Py_DECREF(loop);
+    if (rc < 0 || aiocall_start(st, c) < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return (PyObject *)c;
+}
+
+/* _aio_configure(pool_type): the executor class whose instances to_thread
+ * runs on when one is the loop's default executor, and of which it makes
+ * its shared pool. */
+static PyObject *
+aio_configure(PyObject *module, PyObject *pool_type)
+{
+    cf_state *st = cf_get_state(module);
+    if (!PyType_Check(pool_type)) {
+        PyErr_SetString(PyExc_TypeError, "pool type must be a class");
+        return NULL;
+    }
+    Py_XSETREF(st->aio_pool_type, Py_NewRef(pool_type));
+    Py_RETURN_NONE;
+}
+
+/* _aio_shared_pool(create=True): the shared to_thread pool (or None). */
+static PyObject *
+aio_shared_pool(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    cf_state *st = cf_get_state(module);
+    if (st->default_pool != NULL) {
+        return Py_NewRef(st->default_pool);
+    }
+    if (nargs >= 1 && !PyObject_IsTrue(args[0])) {
+        Py_RETURN_NONE;
+    }
+    /* None has no _default_executor: this makes the shared pool. */
+    return pick_pool(st, Py_None);
+}
+
+/* _aio_forget_shared_pool(): after fork() the pool's threads are gone in
+ * the child; the next to_thread makes a new pool. */
+static PyObject *
+aio_forget_shared_pool(PyObject *module, PyObject *unused)
+{
+    cf_state *st = cf_get_state(module);
+    Py_CLEAR(st->default_pool);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef aio_functions[] = {
+    {"to_thread", (PyCFunction)(void (*)(void))to_thread,
+     METH_FASTCALL | METH_KEYWORDS,
+     "to_thread(func, /, *args, **kwargs)\n--\n\n"
+     "Run func(*args, **kwargs) in a cfutures thread pool; await the "
+     "result.\n\nThe counterpart of asyncio.to_thread: context variables "
+     "are copied, keyword arguments passed.  It runs on the loop's default "
+     "executor when that is a cfutures pool (see install()), else on a "
+     "shared pool.  Called in a running loop, it submits at once (as "
+     "run_in_executor does) and returns an awaitable that is both an "
+     "asyncio future and a coroutine: await it, gather it, or pass it to "
+     "asyncio.create_task or TaskGroup.create_task."},
+    {"_aio_configure", aio_configure, METH_O, NULL},
+    {"_aio_shared_pool", (PyCFunction)(void (*)(void))aio_shared_pool,
+     METH_FASTCALL, NULL},
+    {"_aio_forget_shared_pool", aio_forget_shared_pool, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 cf_aio_setup(PyObject *module, cf_state *st)
 {
-    return 0;
+#define INTERN(field, s)                                           \
+    do {                                                           \
+        if ((st->field = PyUnicode_InternFromString(s)) == NULL) { \
+            return -1;                                             \
+        }                                                          \
+    } while (0)
+    INTERN(batch_key, "cfutures._cfutures.batch");
+    INTERN(str_call_soon_threadsafe, "call_soon_threadsafe");
+    INTERN(str_call_soon, "call_soon");
+    INTERN(str_submit, "submit");
+    INTERN(str_default_executor, "_default_executor");
+#undef INTERN
+    st->context_kwnames = Py_BuildValue("(s)", "context");
+    if (st->context_kwnames == NULL) {
+        return -1;
+    }
+#define TYPE(field, spec)                                               \
+    do {                                                                \
+        st->field = (PyTypeObject *)PyType_FromModuleAndSpec(           \
+            module, &spec, NULL);                                       \
+        if (st->field == NULL) {                                        \
+            return -1;                                                  \
+        }                                                               \
+    } while (0)
+    TYPE(batch_type, batch_spec);
+    TYPE(awaiter_type, awaiter_spec);
+    TYPE(aiocall_type, aiocall_spec);
+#undef TYPE
+    return PyModule_AddFunctions(module, aio_functions);
 }

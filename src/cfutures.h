@@ -57,6 +57,13 @@ typedef struct {
     PyObject *str_call_soon;
     PyObject *str_create_future;
 
+    /* asyncio bridge (aio.c) */
+    PyObject *asyncio_InvalidStateError;
+    PyObject *aio_pool_type;          /* the pool class to_thread runs on */
+    PyObject *str_submit;
+    PyObject *str_default_executor;
+    PyObject *context_kwnames;        /* ("context",) */
+
     /* wait.c: the waiter cfutures.wait()/as_completed() put in a
      * concurrent.futures.Future's _waiters, and the names they use on it. */
     PyTypeObject *waiter_type;
