@@ -46,6 +46,7 @@ struct multiwait {
     Py_ssize_t n;
     Py_ssize_t nforeign;     /* items that are not cfutures futures */
     Py_ssize_t ndone;        /* cfutures futures done when filled */
+    Py_ssize_t ninstalled;   /* items with F_LINKED or F_WAITER */
     PyObject **items;        /* the distinct futures */
     unsigned char *flags;
     cf_waitnode *nodes;      /* made at the first link */
@@ -72,6 +73,7 @@ mw_init(multiwait *mw, cf_state *st, mw_done_fn on_done)
     mw->n = 0;
     mw->nforeign = 0;
     mw->ndone = 0;
+    mw->ninstalled = 0;
     mw->on_done = on_done;
     mw->items = NULL;
     mw->flags = NULL;
@@ -358,6 +360,7 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
             else {
                 mw->waiters[i] = (PyObject *)w;
                 mw->flags[i] |= F_WAITER;
+                mw->ninstalled++;
             }
         }
     }
@@ -390,6 +393,7 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
         else {
             cf_future_link(cf, &mw->nodes[i], mw_notify, mw);
             mw->flags[i] |= F_LINKED;
+            mw->ninstalled++;
         }
         CF_END_CRITICAL()
         return done;
@@ -407,10 +411,12 @@ mw_uninstall(multiwait *mw, Py_ssize_t i)
         /* A no-op if the notification unlinked it already. */
         cf_future_unlink(&mw->nodes[i]);
         mw->flags[i] &= ~F_LINKED;
+        mw->ninstalled--;
     }
     if (!(fl & F_WAITER)) {
         return 0;
     }
+    mw->ninstalled--;
     waiter_object *w = (waiter_object *)mw->waiters[i];
     mw->waiters[i] = NULL;
     mw->flags[i] &= ~F_WAITER;
@@ -432,7 +438,7 @@ mw_uninstall(multiwait *mw, Py_ssize_t i)
 static void
 mw_detach_all(multiwait *mw)
 {
-    for (Py_ssize_t i = 0; i < mw->n; i++) {
+    for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
         if (mw->flags[i] & F_LINKED) {
             cf_future_unlink(&mw->nodes[i]);
         }
@@ -441,6 +447,9 @@ mw_detach_all(multiwait *mw)
             mw->waiters[i] = NULL;
             w->owner = NULL;
             Py_DECREF(w);
+        }
+        if (mw->flags[i] & (F_LINKED | F_WAITER)) {
+            mw->ninstalled--;
         }
         mw->flags[i] &= ~(F_LINKED | F_WAITER);
     }
@@ -453,7 +462,7 @@ mw_uninstall_all(multiwait *mw)
 {
     int rc = 0;
     PyObject *type = NULL, *value = NULL, *tb = NULL;
-    for (Py_ssize_t i = 0; i < mw->n; i++) {
+    for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
         if (mw->items[i] == NULL
             || !(mw->flags[i] & (F_LINKED | F_WAITER))) {
             continue;
