@@ -5,6 +5,7 @@
  * lets signal handlers run, the way threading.Lock.acquire() does. */
 #include "cfutures.h"
 
+#include <math.h>
 #include <time.h>
 
 int64_t
@@ -15,6 +16,36 @@ cf_monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Seconds below this convert without question on every 3.11: the fast
+ * path needs no check the stdlib would make differently. */
+#define CF_PLAIN_TIMEOUT_MAX 1e9
+
+/* Hand an odd timeout to Lock.acquire(), the stdlib's own conversion, so
+ * it raises exactly what the stdlib raises (the messages differ between
+ * 3.11 releases).  The lock is new and free: a good value acquires it at
+ * once. */
+static int
+check_timeout_like_lock(PyObject *timeout)
+{
+    PyObject *mod = PyImport_ImportModule("_thread");
+    if (mod == NULL) {
+        return -1;
+    }
+    PyObject *lock = PyObject_CallMethod(mod, "allocate_lock", NULL);
+    Py_DECREF(mod);
+    if (lock == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(lock, "acquire", "OO", Py_True,
+                                      timeout);
+    Py_DECREF(lock);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 int
 cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns)
 {
@@ -22,24 +53,50 @@ cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns)
         *timeout_ns = -1;
         return 0;
     }
-    double secs = PyFloat_AsDouble(timeout);
-    if (secs == -1.0 && PyErr_Occurred()) {
-        return -1;
+    double secs;
+    if (PyFloat_CheckExact(timeout)) {
+        secs = PyFloat_AS_DOUBLE(timeout);
     }
-    if (secs != secs) {
-        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
-        return -1;
+    else if (PyLong_CheckExact(timeout)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(timeout, &overflow);
+        secs = overflow ? overflow * HUGE_VAL : (double)v;
     }
-    if (secs <= 0) {
+    else {
+        secs = HUGE_VAL;             /* not plain: the slow path below */
+    }
+    if (!(secs > 0) && secs != HUGE_VAL) {
+        /* Condition.wait() tests `timeout > 0` and polls otherwise, so
+         * NaN and -10**400 poll too. */
         *timeout_ns = 0;
         return 0;
     }
-    /* Lock.acquire() refuses the same range. */
-    if (secs * 1e6 > (double)PY_TIMEOUT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
-        return -1;
+    if (secs > CF_PLAIN_TIMEOUT_MAX) {
+        /* The stdlib's way, step by step: `timeout > 0` (a TypeError for
+         * a str), then Lock.acquire(True, timeout) (a TypeError for a
+         * Decimal, an OverflowError for inf). */
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL) {
+            return -1;
+        }
+        int positive = PyObject_RichCompareBool(timeout, zero, Py_GT);
+        Py_DECREF(zero);
+        if (positive <= 0) {
+            *timeout_ns = 0;
+            return positive;
+        }
+        if (check_timeout_like_lock(timeout) < 0) {
+            return -1;
+        }
+        /* Accepted, so it is a real number (or has __index__). */
+        secs = PyFloat_AsDouble(timeout);
+        if (secs == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
     }
-    *timeout_ns = (int64_t)(secs * 1e9);
+    /* The top of Lock.acquire()'s range is about 2**63 ns: saturate. */
+    double ns = secs * 1e9;
+    *timeout_ns = ns >= (double)INT64_MAX ? INT64_MAX : (int64_t)ns;
     return 0;
 }
 
@@ -94,7 +151,13 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
     if (ev->is_set) {
         return 1;
     }
-    int64_t deadline = timeout_ns > 0 ? cf_monotonic_ns() + timeout_ns : 0;
+    int64_t deadline = 0;
+    if (timeout_ns > 0) {
+        /* Saturate: a timeout of centuries must not wrap to the past. */
+        int64_t now = cf_monotonic_ns();
+        deadline = timeout_ns > INT64_MAX - now ? INT64_MAX
+                                                : now + timeout_ns;
+    }
     for (;;) {
         PY_TIMEOUT_T us;
         if (timeout_ns < 0) {
@@ -105,7 +168,8 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
         }
         else {
             int64_t left = deadline - cf_monotonic_ns();
-            us = left > 0 ? (PY_TIMEOUT_T)((left + 999) / 1000) : 0;
+            us = left > 0 ? (PY_TIMEOUT_T)(left / 1000 + (left % 1000 != 0))
+                          : 0;
         }
         PyLockStatus r;
         if (us == 0) {

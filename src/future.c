@@ -337,10 +337,13 @@ complete(cf_future *f, PyObject *result, PyObject *exc)
     }
     int rc = compat_notify(f, cond, exc ? "add_exception" : "add_result", 1);
     compat_release(cond);
-    if (invoke_callbacks(f) < 0) {
-        rc = -1;
+    /* A stdlib waiter that raised: the error propagates and, as in
+     * _base.Future, the callbacks do not run (they must not run with an
+     * exception set, which would be lost or turn into a SystemError). */
+    if (rc < 0) {
+        return -1;
     }
-    return rc;
+    return invoke_callbacks(f);
 }
 
 int
@@ -383,7 +386,8 @@ cf_future_cancel(cf_future *f)
     }
     int err = compat_notify(f, cond, NULL, 1);
     compat_release(cond);
-    if (invoke_callbacks(f) < 0 || err < 0) {
+    /* As in complete(): no callbacks with an exception set. */
+    if (err < 0 || invoke_callbacks(f) < 0) {
         return -1;
     }
     return 1;
@@ -826,6 +830,11 @@ future_dealloc(cf_future *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    /* A future whose result is a future whose result is ... would
+     * otherwise recurse once per link and overflow the C stack.  (Python
+     * subclasses get this from subtype_dealloc; the macro only acts when
+     * this is the most derived tp_dealloc.) */
+    Py_TRASHCAN_BEGIN(self, future_dealloc)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
@@ -836,6 +845,7 @@ future_dealloc(cf_future *self)
     future_clear(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
+    Py_TRASHCAN_END
 }
 
 static PyMethodDef future_methods[] = {
