@@ -19,6 +19,7 @@ from concurrent.futures import (
 )
 
 from . import _cfutures
+from ._cfutures import as_completed, wait
 
 __all__ = [
     "ALL_COMPLETED",
@@ -30,6 +31,8 @@ __all__ = [
     "InvalidStateError",
     "ThreadPoolExecutor",
     "TimeoutError",
+    "as_completed",
+    "wait",
 ]
 
 

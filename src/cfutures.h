@@ -69,6 +69,20 @@ typedef struct {
     PyObject *time_sleep;
     struct cf_pool *pools;            /* every live pool (fork, exit) */
     int interp_shutdown;              /* threading atexit has run */
+
+    /* wait.c: the waiter cfutures.wait()/as_completed() put in a
+     * concurrent.futures.Future's _waiters, and the names they use on it. */
+    PyTypeObject *waiter_type;
+    PyObject *str__condition;
+    PyObject *str__state;
+    PyObject *str__waiters;
+    PyObject *str__exception;
+    PyObject *str_acquire;
+    PyObject *str_release;
+    PyObject *str_append;
+    PyObject *str_remove;
+    PyObject *str_cancelled;
+    PyObject *str_exception;
 } cf_state;
 
 extern PyModuleDef cf_module_def;

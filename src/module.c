@@ -115,7 +115,10 @@ module_exec(PyObject *module)
     V(default_pool) V(str_call_soon_threadsafe) V(str_call_soon)          \
     V(str_create_future) V(asyncio_InvalidStateError) V(aio_pool_type)     \
     V(str_submit) V(str_default_executor) V(context_kwnames)              \
-    V(executor_submit_descr) V(time_sleep)
+    V(executor_submit_descr) V(time_sleep)                                \
+    V(waiter_type) V(str__condition) V(str__state) V(str__waiters)        \
+    V(str__exception) V(str_acquire) V(str_release) V(str_append)         \
+    V(str_remove) V(str_cancelled) V(str_exception)
 
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)

@@ -1,8 +1,1385 @@
-/* Placeholder until this concept lands. */
+/* wait() and as_completed(): block until some of many futures are done.
+ *
+ * Lib/concurrent/futures/_base.py is the specification.  The stdlib takes
+ * every future's Condition, appends one waiter to every future's _waiters
+ * list, and on the way out takes every Condition again to remove it: a
+ * few microseconds per future per call.  Here a cfutures future gets a
+ * cf_waitnode linked into it (two pointer writes, no lock: state changes
+ * happen with the GIL held, and nothing between the state check and the
+ * link can let another thread run), and the one cf_event of the call is
+ * set by the node's notify function when the future reaches a final state.
+ *
+ * Any other concurrent.futures.Future (the stdlib's, ProcessPoolExecutor's,
+ * a subclass) is waited on through its own protocol: under f._condition,
+ * read f._state and append a waiter object with add_result(),
+ * add_exception() and add_cancelled() to f._waiters.  Both kinds feed the
+ * same per-call bookkeeping (multiwait), so one call takes any mix.
+ *
+ * As in the stdlib, a future counts as done only in CANCELLED_AND_NOTIFIED
+ * or FINISHED: a bare cancel() is seen once the executor (or whoever runs
+ * the future) calls set_running_or_notify_cancel(). */
 #include "cfutures.h"
+
+#include <math.h>
+#include <stddef.h>
+
+/* How a future ended, as the stdlib's waiter methods tell it. */
+enum { HOW_RESULT, HOW_EXCEPTION, HOW_CANCELLED };
+
+/* ---- the bookkeeping of one wait()/as_completed() call ---------------- */
+
+typedef struct multiwait multiwait;
+/* Called with the GIL held when item i reaches a final state, from a
+ * notify function or a waiter method: must not call into Python. */
+typedef void (*mw_done_fn)(multiwait *mw, Py_ssize_t i, int how);
+
+/* flags[i] */
+enum {
+    F_CF = 1,           /* items[i] is a cfutures future: C wait node */
+    F_LINKED = 2,       /* nodes[i] was linked (notify unlinks it too) */
+    F_WAITER = 4,       /* waiters[i] is in items[i]._waiters */
+    F_DONE = 8,         /* wait(): counts as done */
+};
+
+struct multiwait {
+    cf_state *st;
+    Py_ssize_t n;
+    Py_ssize_t nforeign;     /* items that are not cfutures futures */
+    Py_ssize_t ndone;        /* cfutures futures done when filled */
+    Py_ssize_t ninstalled;   /* items with F_LINKED or F_WAITER */
+    PyObject **items;        /* the distinct futures */
+    unsigned char *flags;
+    cf_waitnode *nodes;      /* made at the first link */
+    PyObject **waiters;      /* made at the first foreign future */
+    mw_done_fn on_done;
+    cf_event ev;             /* the one event the caller sleeps on */
+};
+
+/* A waiter object in a foreign future's _waiters.  It holds no
+ * references: the call that installed it detaches it (owner = NULL)
+ * before it goes, so a late add_result() on a waiter that could not be
+ * removed is harmless. */
+typedef struct {
+    PyObject_HEAD
+    multiwait *owner;
+    Py_ssize_t index;
+    int fired;
+} waiter_object;
+
+static void
+mw_init(multiwait *mw, cf_state *st, mw_done_fn on_done)
+{
+    mw->st = st;
+    mw->n = 0;
+    mw->nforeign = 0;
+    mw->ndone = 0;
+    mw->ninstalled = 0;
+    mw->on_done = on_done;
+    mw->items = NULL;
+    mw->flags = NULL;
+    mw->nodes = NULL;
+    mw->waiters = NULL;
+}
+
+static void
+mw_free(multiwait *mw)
+{
+    PyMem_Free(mw->items);
+    PyMem_Free(mw->flags);
+    PyMem_Free(mw->nodes);
+    PyMem_Free(mw->waiters);
+    mw_init(mw, mw->st, mw->on_done);
+}
+
+static inline int
+is_cf_future(cf_state *st, PyObject *op)
+{
+    /* The exact types first: it saves an MRO walk per future. */
+    PyTypeObject *tp = Py_TYPE(op);
+    return tp == st->public_future_type || tp == st->future_type
+           || PyType_IsSubtype(tp, st->future_type);
+}
+
+/* Flags of a new item: F_CF, and F_DONE for a cfutures future that is done
+ * already (the snapshot, taken here to touch each future once less). */
+static inline unsigned char
+mw_classify(multiwait *mw, PyObject *f)
+{
+    if (!is_cf_future(mw->st, f)) {
+        mw->nforeign++;
+        return 0;
+    }
+    if (((cf_future *)f)->state >= CF_CANCELLED_AND_NOTIFIED) {
+        mw->ndone++;
+        return F_CF | F_DONE;
+    }
+    return F_CF;
+}
+
+/* Take the distinct futures of `fs` (a set we own, not changed while we
+ * run): new references when `own`, else borrowed from fs. */
+static int
+mw_fill(multiwait *mw, PyObject *fs, int own)
+{
+    Py_ssize_t n = PySet_GET_SIZE(fs);
+    if (n == 0) {
+        return 0;
+    }
+    /* Zeroed: the GC may look at items while they are filled. */
+    mw->items = PyMem_Calloc(n, sizeof(PyObject *));
+    mw->flags = PyMem_Calloc(n, 1);
+    if (mw->items == NULL || mw->flags == NULL) {
+        mw_free(mw);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t i = 0;
+#if PY_VERSION_HEX < 0x030D0000
+    /* No iterator object and no reference churn per item. */
+    Py_ssize_t pos = 0;
+    PyObject *f;
+    Py_hash_t hash;
+    while (i < n && _PySet_NextEntry(fs, &pos, &f, &hash)) {
+        mw->items[i] = own ? Py_NewRef(f) : f;
+        mw->flags[i] = mw_classify(mw, f);
+        i++;
+    }
+#else
+    PyObject *it = PyObject_GetIter(fs), *f;
+    if (it == NULL) {
+        mw_free(mw);
+        return -1;
+    }
+    while (i < n && (f = PyIter_Next(it)) != NULL) {
+        mw->items[i] = f;
+        mw->flags[i] = mw_classify(mw, f);
+        if (!own) {
+            Py_DECREF(f);       /* fs keeps it alive */
+        }
+        i++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        for (Py_ssize_t j = 0; own && j < i; j++) {
+            Py_DECREF(mw->items[j]);
+        }
+        mw_free(mw);
+        return -1;
+    }
+#endif
+    mw->n = i;
+    return 0;
+}
+
+static void
+mw_notify(cf_waitnode *node, PyObject *future, int kind)
+{
+    if (kind == CF_EV_CANCELLED) {
+        /* The stdlib's wait() does not see a bare cancel(); the node stays
+         * linked for CF_EV_CANCEL_NOTIFIED. */
+        return;
+    }
+    multiwait *mw = (multiwait *)node->owner;
+    int how = HOW_CANCELLED;
+    if (kind == CF_EV_FINISHED) {
+        how = ((cf_future *)future)->exception != NULL ? HOW_EXCEPTION
+                                                       : HOW_RESULT;
+    }
+    mw->on_done(mw, node - mw->nodes, how);
+}
+
+static int
+cf_how_done(cf_future *f)
+{
+    if (f->state == CF_FINISHED) {
+        return f->exception != NULL ? HOW_EXCEPTION : HOW_RESULT;
+    }
+    return HOW_CANCELLED;
+}
+
+/* ---- the stdlib's protocol, for any other concurrent.futures.Future ---- */
+
+/* Is the state name one of CANCELLED_AND_NOTIFIED, FINISHED?  Sets *how. */
+static int
+foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
+{
+    cf_state *st = mw->st;
+    int r = PyObject_RichCompareBool(state, st->state_names[CF_FINISHED],
+                                     Py_EQ);
+    if (r < 0) {
+        return -1;
+    }
+    if (r) {
+        PyObject *exc = PyObject_GetAttr(f, st->str__exception);
+        if (exc == NULL) {
+            return -1;
+        }
+        *how = exc != Py_None ? HOW_EXCEPTION : HOW_RESULT;
+        Py_DECREF(exc);
+        return 1;
+    }
+    r = PyObject_RichCompareBool(
+        state, st->state_names[CF_CANCELLED_AND_NOTIFIED], Py_EQ);
+    if (r > 0) {
+        *how = HOW_CANCELLED;
+    }
+    return r;
+}
+
+static int
+call_noargs(PyObject *obj, PyObject *name)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* f._condition, acquired; NULL with an exception. */
+static PyObject *
+foreign_lock(cf_state *st, PyObject *f)
+{
+    PyObject *cond = PyObject_GetAttr(f, st->str__condition);
+    if (cond != NULL && call_noargs(cond, st->str_acquire) < 0) {
+        Py_CLEAR(cond);
+    }
+    return cond;
+}
+
+/* Release what foreign_lock took, keeping a pending exception; returns
+ * `rc`, or -1 if releasing failed. */
+static int
+foreign_unlock(cf_state *st, PyObject *cond, int rc)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (call_noargs(cond, st->str_release) < 0) {
+        if (type == NULL) {
+            PyErr_Fetch(&type, &value, &tb);
+            rc = -1;
+        }
+        else {
+            PyErr_WriteUnraisable(cond);
+        }
+    }
+    PyErr_Restore(type, value, tb);
+    Py_DECREF(cond);
+    return rc;
+}
+
+/* f._waiters.append(w) */
+static int
+waiters_append(cf_state *st, PyObject *f, PyObject *w)
+{
+    PyObject *list = PyObject_GetAttr(f, st->str__waiters);
+    if (list == NULL) {
+        return -1;
+    }
+    int rc;
+    if (PyList_CheckExact(list)) {
+        rc = PyList_Append(list, w);
+    }
+    else {
+        PyObject *r = PyObject_CallMethodOneArg(list, st->str_append, w);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(list);
+    return rc;
+}
+
+/* f._waiters.remove(w) */
+static int
+waiters_remove(cf_state *st, PyObject *f, PyObject *w)
+{
+    PyObject *list = PyObject_GetAttr(f, st->str__waiters);
+    if (list == NULL) {
+        return -1;
+    }
+    int rc = 1;
+    if (PyList_CheckExact(list)) {
+        /* By identity, which is what list.remove() finds for our waiter,
+         * without calling __eq__ on the other waiters. */
+        for (Py_ssize_t k = PyList_GET_SIZE(list) - 1; k >= 0; k--) {
+            if (PyList_GET_ITEM(list, k) == w) {
+                rc = PyList_SetSlice(list, k, k + 1, NULL);
+                break;
+            }
+        }
+    }
+    if (rc == 1) {
+        /* Not a list, or not found: let remove() do it or say why not. */
+        PyObject *r = PyObject_CallMethodOneArg(list, st->str_remove, w);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(list);
+    return rc;
+}
+
+/* Under f._condition: read f._state, and install a waiter when `install`
+ * and the future is not done.  1 done (and *how), 0 not done, -1 error. */
+static int
+foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
+{
+    cf_state *st = mw->st;
+    PyObject *f = mw->items[i];
+    PyObject *cond = foreign_lock(st, f);
+    if (cond == NULL) {
+        return -1;
+    }
+    int done = -1;
+    PyObject *state = PyObject_GetAttr(f, st->str__state);
+    if (state != NULL) {
+        done = foreign_state_done(mw, f, state, how);
+        Py_DECREF(state);
+    }
+    if (done == 0 && install && mw->waiters == NULL) {
+        mw->waiters = PyMem_Calloc(mw->n, sizeof(PyObject *));
+        if (mw->waiters == NULL) {
+            PyErr_NoMemory();
+            done = -1;
+        }
+    }
+    if (done == 0 && install) {
+        waiter_object *w = PyObject_New(waiter_object, st->waiter_type);
+        if (w == NULL) {
+            done = -1;
+        }
+        else {
+            w->owner = mw;
+            w->index = i;
+            w->fired = 0;
+            if (waiters_append(st, f, (PyObject *)w) < 0) {
+                w->owner = NULL;
+                Py_DECREF(w);
+                done = -1;
+            }
+            else {
+                mw->waiters[i] = (PyObject *)w;
+                mw->flags[i] |= F_WAITER;
+                mw->ninstalled++;
+            }
+        }
+    }
+    return foreign_unlock(st, cond, done);
+}
+
+/* Start watching item i: 1 already done (nothing installed, *how set),
+ * 0 installed, -1 error. */
+static int
+mw_install(multiwait *mw, Py_ssize_t i, int *how)
+{
+    if (mw->flags[i] & F_CF) {
+        cf_future *cf = (cf_future *)mw->items[i];
+        int done;
+        if (mw->nodes == NULL) {
+            /* Uninitialised: a node is written when it is linked. */
+            mw->nodes = PyMem_Malloc(mw->n * sizeof(cf_waitnode));
+            if (mw->nodes == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+        }
+        /* Check and link in one critical section: no completion can fall
+         * between them. */
+        CF_BEGIN_CRITICAL(cf)
+        done = cf->state >= CF_CANCELLED_AND_NOTIFIED;
+        if (done) {
+            *how = cf_how_done(cf);
+        }
+        else {
+            cf_future_link(cf, &mw->nodes[i], mw_notify, mw);
+            mw->flags[i] |= F_LINKED;
+            mw->ninstalled++;
+        }
+        CF_END_CRITICAL()
+        return done;
+    }
+    return foreign_check(mw, i, 1, how);
+}
+
+/* Stop watching item i.  Always detaches; -1 (with an exception) if a
+ * foreign future would not let its waiter go. */
+static int
+mw_uninstall(multiwait *mw, Py_ssize_t i)
+{
+    unsigned char fl = mw->flags[i];
+    if (fl & F_LINKED) {
+        /* A no-op if the notification unlinked it already. */
+        cf_future_unlink(&mw->nodes[i]);
+        mw->flags[i] &= ~F_LINKED;
+        mw->ninstalled--;
+    }
+    if (!(fl & F_WAITER)) {
+        return 0;
+    }
+    mw->ninstalled--;
+    waiter_object *w = (waiter_object *)mw->waiters[i];
+    mw->waiters[i] = NULL;
+    mw->flags[i] &= ~F_WAITER;
+    w->owner = NULL;
+    /* with f._condition: f._waiters.remove(waiter), as the stdlib does. */
+    cf_state *st = mw->st;
+    PyObject *f = mw->items[i];
+    int rc = -1;
+    PyObject *cond = foreign_lock(st, f);
+    if (cond != NULL) {
+        rc = foreign_unlock(st, cond,
+                            waiters_remove(st, f, (PyObject *)w));
+    }
+    Py_DECREF(w);
+    return rc;
+}
+
+/* Detach everything without calling Python (GC clear, teardown). */
+static void
+mw_detach_all(multiwait *mw)
+{
+    for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
+        if (mw->flags[i] & F_LINKED) {
+            cf_future_unlink(&mw->nodes[i]);
+        }
+        if (mw->flags[i] & F_WAITER) {
+            waiter_object *w = (waiter_object *)mw->waiters[i];
+            mw->waiters[i] = NULL;
+            w->owner = NULL;
+            Py_DECREF(w);
+        }
+        if (mw->flags[i] & (F_LINKED | F_WAITER)) {
+            mw->ninstalled--;
+        }
+        mw->flags[i] &= ~(F_LINKED | F_WAITER);
+    }
+}
+
+/* Uninstall every item still held.  All go even if one fails: the first
+ * error is kept, later ones are reported as unraisable. */
+static int
+mw_uninstall_all(multiwait *mw)
+{
+    int rc = 0;
+    PyObject *type = NULL, *value = NULL, *tb = NULL;
+    for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
+        if (mw->items[i] == NULL
+            || !(mw->flags[i] & (F_LINKED | F_WAITER))) {
+            continue;
+        }
+        if (mw_uninstall(mw, i) < 0) {
+            if (rc == 0) {
+                rc = -1;
+                PyErr_Fetch(&type, &value, &tb);
+            }
+            else {
+                PyErr_WriteUnraisable(mw->items[i]);
+            }
+        }
+    }
+    if (rc < 0) {
+        PyErr_Restore(type, value, tb);
+    }
+    return rc;
+}
+
+/* ---- the waiter type foreign futures call back -------------------------- */
+
+static PyObject *
+waiter_fire(waiter_object *self, int how)
+{
+    if (self->owner != NULL && !self->fired) {
+        self->fired = 1;
+        self->owner->on_done(self->owner, self->index, how);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+waiter_add_result(waiter_object *self, PyObject *future)
+{
+    return waiter_fire(self, HOW_RESULT);
+}
+
+static PyObject *
+waiter_add_exception(waiter_object *self, PyObject *future)
+{
+    return waiter_fire(self, HOW_EXCEPTION);
+}
+
+static PyObject *
+waiter_add_cancelled(waiter_object *self, PyObject *future)
+{
+    return waiter_fire(self, HOW_CANCELLED);
+}
+
+static void
+waiter_dealloc(waiter_object *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef waiter_methods[] = {
+    {"add_result", (PyCFunction)waiter_add_result, METH_O, NULL},
+    {"add_exception", (PyCFunction)waiter_add_exception, METH_O, NULL},
+    {"add_cancelled", (PyCFunction)waiter_add_cancelled, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot waiter_slots[] = {
+    {Py_tp_doc, "What cfutures.wait() and as_completed() put in the "
+                "_waiters of a concurrent.futures.Future."},
+    {Py_tp_dealloc, waiter_dealloc},
+    {Py_tp_methods, waiter_methods},
+    {0, NULL},
+};
+
+static PyType_Spec waiter_spec = {
+    .name = "cfutures._cfutures._Waiter",
+    .basicsize = sizeof(waiter_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION
+             | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = waiter_slots,
+};
+
+/* ---- arguments and timeouts --------------------------------------------- */
+
+/* Python-style argument binding for a METH_FASTCALL|METH_KEYWORDS function
+ * with positional-or-keyword parameters `names`, the first nreq required. */
+static int
+bind_args(const char *fname, const char *const *names, Py_ssize_t nreq,
+          Py_ssize_t nmax, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, PyObject **out)
+{
+    for (Py_ssize_t i = 0; i < nmax; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes from %zd to %zd positional arguments but "
+                     "%zd were given", fname, nreq, nmax, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t j = 0;
+        while (j < nmax
+               && PyUnicode_CompareWithASCIIString(key, names[j]) != 0) {
+            j++;
+        }
+        if (j == nmax) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%S'",
+                         fname, key);
+            return -1;
+        }
+        if (out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got multiple values for argument '%s'",
+                         fname, names[j]);
+            return -1;
+        }
+        out[j] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < nreq; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing 1 required positional argument: '%s'",
+                         fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Positive seconds to nanoseconds for cf_event_wait, with the errors
+ * Lock.acquire(timeout=) raises for what it cannot take (`is_int`: the
+ * timeout was an int, which it converts with another message). */
+static int
+seconds_to_ns(double secs, int is_int, int64_t *ns)
+{
+    double d = ceil(secs * 1e9);   /* rounded up, as _PyTime_ROUND_TIMEOUT */
+    if (!(d < 9.2233720368547758e18)) {
+        PyErr_SetString(PyExc_OverflowError,
+                        is_int ? "timestamp too large to convert to C "
+                                 "_PyTime_t"
+                               : "timestamp out of range for platform "
+                                 "time_t");
+        return -1;
+    }
+    if (d / 1e3 > (double)PY_TIMEOUT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return -1;
+    }
+    /* cf_event_wait adds it to the clock: past a century, for ever. */
+    *ns = d > 4e18 ? -1 : (int64_t)d;
+    return 0;
+}
+
+/* An int timeout > 0 in seconds, as nanoseconds. */
+static int
+int_seconds_to_ns(PyObject *timeout, int64_t *ns)
+{
+    double secs = PyLong_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        secs = HUGE_VAL;
+    }
+    return seconds_to_ns(secs, 1, ns);
+}
+
+/* wait()'s timeout as threading.Event.wait() takes it: None waits for
+ * ever; otherwise `timeout > 0` chooses between a timed wait and a poll
+ * (NaN and what is not > 0 poll), and Lock.acquire() converts it: a float,
+ * or an int or what has __index__. */
+static int
+parse_wait_timeout(PyObject *timeout, int64_t *ns)
+{
+    if (timeout == NULL || timeout == Py_None) {
+        *ns = -1;
+        return 0;
+    }
+    if (PyFloat_Check(timeout)) {
+        double secs = PyFloat_AS_DOUBLE(timeout);
+        if (!(secs > 0)) {
+            *ns = 0;
+            return 0;
+        }
+        return seconds_to_ns(secs, 0, ns);
+    }
+    if (PyLong_Check(timeout)) {
+        if (_PyLong_Sign(timeout) <= 0) {
+            *ns = 0;
+            return 0;
+        }
+        return int_seconds_to_ns(timeout, ns);
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) {
+        return -1;
+    }
+    int r = PyObject_RichCompareBool(timeout, zero, Py_GT);
+    Py_DECREF(zero);
+    if (r <= 0) {
+        *ns = 0;
+        return r;
+    }
+    PyObject *index = PyNumber_Index(timeout);
+    if (index == NULL) {
+        return -1;
+    }
+    r = int_seconds_to_ns(index, ns);
+    Py_DECREF(index);
+    return r;
+}
+
+/* ---- wait() ------------------------------------------------------------- */
+
+enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED,
+       MODE_INVALID };
+
+typedef struct {
+    multiwait mw;            /* first: on_done casts back */
+    int mode;
+    int armed;               /* all installed: notifications decide */
+    Py_ssize_t ndone;        /* items flagged F_DONE */
+    Py_ssize_t nraised;      /* of them, told by add_exception */
+} waitcall;
+
+/* Is the condition of the call met?  Only asked once it is armed: the
+ * early returns before that follow the stdlib's snapshot rules. */
+static void
+wait_check(waitcall *wc)
+{
+    int met;
+    switch (wc->mode) {
+    case MODE_FIRST_COMPLETED:
+        met = wc->ndone > 0;
+        break;
+    case MODE_FIRST_EXCEPTION:
+        met = wc->nraised > 0 || wc->ndone == wc->mw.n;
+        break;
+    default:
+        met = wc->ndone == wc->mw.n;
+        break;
+    }
+    if (met) {
+        cf_event_set(&wc->mw.ev);
+    }
+}
+
+static void
+wait_on_done(multiwait *mw, Py_ssize_t i, int how)
+{
+    waitcall *wc = (waitcall *)mw;
+    if (mw->flags[i] & F_DONE) {
+        return;
+    }
+    mw->flags[i] |= F_DONE;
+    wc->ndone++;
+    if (how == HOW_EXCEPTION) {
+        wc->nraised++;
+    }
+    if (wc->armed) {
+        wait_check(wc);
+    }
+}
+
+/* The stdlib's early FIRST_EXCEPTION test on a done future:
+ * `not f.cancelled() and f.exception() is not None`. */
+static int
+raised(cf_state *st, PyObject *f)
+{
+    if (is_cf_future(st, f)) {
+        cf_future *cf = (cf_future *)f;
+        return cf->state == CF_FINISHED && cf->exception != NULL
+               && cf->exception != Py_None;
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(f, st->str_cancelled);
+    if (r == NULL) {
+        return -1;
+    }
+    int c = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (c != 0) {
+        return c < 0 ? -1 : 0;
+    }
+    r = PyObject_CallMethodNoArgs(f, st->str_exception);
+    if (r == NULL) {
+        return -1;
+    }
+    c = r != Py_None;
+    Py_DECREF(r);
+    return c;
+}
+
+/* DoneAndNotDoneFutures(done, not_done); `fs` (our private copy of the
+ * argument) becomes not_done. */
+static PyObject *
+wait_result(cf_state *st, PyObject *fs, waitcall *wc)
+{
+    PyObject *done = PySet_New(NULL);
+    if (done == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < wc->mw.n; i++) {
+        if (wc->mw.flags[i] & F_DONE) {
+            PyObject *f = wc->mw.items[i];
+            /* items are borrowed from fs: add before discarding. */
+            if (PySet_Add(done, f) < 0 || PySet_Discard(fs, f) < 0) {
+                Py_DECREF(done);
+                return NULL;
+            }
+        }
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(st->DoneAndNotDoneFutures,
+                                               done, fs, NULL);
+    Py_DECREF(done);
+    return r;
+}
+
+static int
+return_when_is(PyObject *rw, PyObject *value)
+{
+    return rw == value ? 1 : PyObject_RichCompareBool(rw, value, Py_EQ);
+}
+
+static int
+parse_return_when(cf_state *st, PyObject *rw, int *mode)
+{
+    PyObject *values[3] = {st->FIRST_COMPLETED, st->FIRST_EXCEPTION,
+                           st->ALL_COMPLETED};
+    for (int m = 0; m < 3; m++) {
+        int r = return_when_is(rw, values[m]);
+        if (r != 0) {
+            *mode = m;
+            return r;
+        }
+    }
+    *mode = MODE_INVALID;
+    return 0;
+}
+
+/* A timeout that makes wait() a poll: a number <= 0 or NaN.  Anything
+ * else (None, a positive number, a bad value) is for parse_wait_timeout,
+ * which the stdlib only evaluates when it blocks. */
+static int
+is_poll(PyObject *timeout)
+{
+    if (timeout == NULL
+        || (!PyFloat_CheckExact(timeout) && !PyLong_CheckExact(timeout))) {
+        return 0;
+    }
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();      /* too large: not a poll */
+        return 0;
+    }
+    return secs <= 0 || secs != secs;
+}
+
+/* Uninstall everything; on the way out of an error, keep that error. */
+static int
+wait_uninstall(waitcall *wc)
+{
+    if (!PyErr_Occurred()) {
+        return mw_uninstall_all(&wc->mw);
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (mw_uninstall_all(&wc->mw) < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    PyErr_Restore(type, value, tb);
+    return -1;
+}
+
+static PyObject *
+cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+        PyObject *kwnames)
+{
+    static const char *const names[] = {"fs", "timeout", "return_when"};
+    cf_state *st = cf_get_state(module);
+    PyObject *argv[3];
+    if (bind_args("wait", names, 1, 3, args, nargs, kwnames, argv) < 0) {
+        return NULL;
+    }
+    PyObject *timeout = argv[1];
+    PyObject *return_when = argv[2] ? argv[2] : st->ALL_COMPLETED;
+
+    /* A private copy: it dedups, holds the items while the GIL is
+     * released, and becomes the not_done set. */
+    PyObject *fs = PySet_New(argv[0]);
+    if (fs == NULL) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    waitcall wc;
+    wc.armed = 0;
+    wc.nraised = 0;
+    int have_event = 0;
+    mw_init(&wc.mw, st, wait_on_done);
+    if (cf_event_init(&wc.mw.ev) < 0) {
+        goto exit;
+    }
+    have_event = 1;
+    /* The snapshot of the cfutures futures, taken while filling. */
+    if (mw_fill(&wc.mw, fs, 0) < 0) {
+        goto exit;
+    }
+    Py_ssize_t n = wc.mw.n;
+    wc.ndone = wc.mw.ndone;
+    if (parse_return_when(st, return_when, &wc.mode) < 0) {
+        goto exit;
+    }
+    int poll = is_poll(timeout);
+
+    /* The other futures, each under its _condition.  Unless the answer is
+     * known to come from the snapshot alone, their waiters go in now, in
+     * the same critical section (one Condition round trip per future, as
+     * in the stdlib); a waiter that fires before we are armed only
+     * counts. */
+    int install_now = !poll && wc.mode != MODE_INVALID
+                      && !(wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
+    for (Py_ssize_t i = 0; wc.mw.nforeign > 0 && i < n; i++) {
+        if (wc.mw.flags[i] & F_CF) {
+            continue;
+        }
+        int how;
+        int d = foreign_check(&wc.mw, i, install_now, &how);
+        if (d < 0) {
+            wait_uninstall(&wc);
+            goto exit;
+        }
+        if (d && !(wc.mw.flags[i] & F_DONE)) {
+            /* Done when we looked: part of the snapshot. */
+            wc.mw.flags[i] |= F_DONE;
+            wc.ndone++;
+        }
+    }
+
+    /* The stdlib's early returns, on what is done so far. */
+    int early = wc.ndone == n
+                || (wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
+    if (!early && wc.mode == MODE_FIRST_EXCEPTION && wc.ndone > 0) {
+        early = wc.nraised > 0;
+        for (Py_ssize_t i = 0; !early && i < n; i++) {
+            if (wc.mw.flags[i] & F_DONE) {
+                early = raised(st, wc.mw.items[i]);
+                if (early < 0) {
+                    wait_uninstall(&wc);
+                    goto exit;
+                }
+            }
+        }
+    }
+    if (!early && wc.mode == MODE_INVALID) {
+        /* Checked only here, as in the stdlib: a bad return_when passes
+         * when everything is done already. */
+        PyErr_Format(PyExc_ValueError, "Invalid return condition: %R",
+                     return_when);
+        goto exit;
+    }
+    if (early || poll) {
+        /* A poll needs no waiters: the snapshot is the answer. */
+        if (wait_uninstall(&wc) == 0) {
+            result = wait_result(st, fs, &wc);
+        }
+        goto exit;
+    }
+
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (wc.mw.flags[i] & (F_DONE | F_WAITER)) {
+            continue;
+        }
+        int how;
+        int d = mw_install(&wc.mw, i, &how);
+        if (d < 0) {
+            wait_uninstall(&wc);
+            goto exit;
+        }
+        if (d) {
+            /* Finished since the snapshot: as if its waiter had run. */
+            wait_on_done(&wc.mw, i, how);
+        }
+    }
+    wc.armed = 1;
+    wait_check(&wc);
+    int64_t ns;
+    if (parse_wait_timeout(timeout, &ns) < 0
+        || cf_event_wait(&wc.mw.ev, ns) < 0) {
+        wait_uninstall(&wc);
+        goto exit;
+    }
+    if (wait_uninstall(&wc) == 0) {
+        result = wait_result(st, fs, &wc);
+    }
+
+exit:
+    /* Every path above has uninstalled (or never installed); this only
+     * drops what a failed uninstall left. */
+    mw_detach_all(&wc.mw);
+    if (have_event) {
+        cf_event_fini(&wc.mw.ev);
+    }
+    mw_free(&wc.mw);
+    Py_DECREF(fs);
+    return result;
+}
+
+/* ---- as_completed() ----------------------------------------------------- */
+
+/* The iterator as_completed() returns.  Like the stdlib's generator it
+ * starts work at the first next(): it reads fs, starts the timeout clock
+ * and installs its waiters then.  It yields the futures done at that time,
+ * then the others in the order they finish, in batches as the stdlib does
+ * (a batch is what finished by the time the previous batch ran out; the
+ * timeout is checked between batches).  It drops its reference to a future
+ * as it yields it. */
+typedef struct {
+    PyObject_HEAD
+    multiwait mw;            /* items: strong refs until yielded */
+    PyObject *fs;            /* the argument, until the first next() */
+    PyObject *timeout;
+    Py_ssize_t *queue;       /* indices of done items, in finishing order */
+    Py_ssize_t q_head, q_tail, batch_end;
+    Py_ssize_t total, yielded;
+    double deadline;         /* monotonic seconds; NaN: no deadline */
+    char started, running, closed, have_event;
+} ascompleted;
+
+#define AC_FROM_MW(mwp) \
+    ((ascompleted *)((char *)(mwp) - offsetof(ascompleted, mw)))
+
+static void
+ac_on_done(multiwait *mw, Py_ssize_t i, int how)
+{
+    ascompleted *it = AC_FROM_MW(mw);
+    if (it->q_tail < mw->n) {
+        it->queue[it->q_tail++] = i;
+        cf_event_set(&mw->ev);
+    }
+}
+
+static double
+monotonic_s(void)
+{
+    return (double)cf_monotonic_ns() / 1e9;
+}
+
+/* end_time = timeout + time.monotonic(), as the stdlib computes it. */
+static int
+ac_parse_deadline(ascompleted *it)
+{
+    PyObject *timeout = it->timeout;
+    it->deadline = NAN;
+    if (timeout == NULL || timeout == Py_None) {
+        return 0;
+    }
+    double now = monotonic_s();
+    double end;
+    if (PyFloat_Check(timeout) || PyLong_Check(timeout)) {
+        double secs = PyFloat_AsDouble(timeout);
+        if (secs == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        end = secs + now;
+    }
+    else {
+        PyObject *pnow = PyFloat_FromDouble(now);
+        if (pnow == NULL) {
+            return -1;
+        }
+        /* Whatever `timeout + time.monotonic()` does, errors included. */
+        PyObject *sum = PyNumber_Add(timeout, pnow);
+        Py_DECREF(pnow);
+        if (sum == NULL) {
+            return -1;
+        }
+        end = PyFloat_AsDouble(sum);
+        Py_DECREF(sum);
+        if (end == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    /* A NaN end time never passes: the stdlib then polls until every
+     * future is done, and never times out; we wait for them likewise,
+     * without the busy loop.  NaN is also our "no deadline". */
+    it->deadline = end;
+    return 0;
+}
+
+static int
+ac_start(ascompleted *it)
+{
+    it->started = 1;
+    if (ac_parse_deadline(it) < 0) {
+        return -1;
+    }
+    PyObject *fs = PySet_New(it->fs);
+    Py_CLEAR(it->fs);
+    if (fs == NULL) {
+        return -1;
+    }
+    int rc = mw_fill(&it->mw, fs, 1);
+    Py_DECREF(fs);
+    if (rc < 0) {
+        return -1;
+    }
+    Py_ssize_t n = it->mw.n, i;
+    if (n > 0) {
+        it->queue = PyMem_Malloc(n * sizeof(Py_ssize_t));
+        if (it->queue == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    it->total = n;
+    for (i = 0; i < n; i++) {
+        int how;
+        int d = mw_install(&it->mw, i, &how);
+        if (d < 0) {
+            return -1;
+        }
+        if (d) {
+            ac_on_done(&it->mw, i, how);
+        }
+    }
+    /* The first batch: what was done when we looked. */
+    cf_event_clear(&it->mw.ev);
+    it->batch_end = it->q_tail;
+    return 0;
+}
+
+/* Uninstall from every future not yielded yet and drop them. */
+static int
+ac_close_impl(ascompleted *it)
+{
+    if (it->closed) {
+        return 0;
+    }
+    it->closed = 1;
+    Py_CLEAR(it->fs);
+    Py_CLEAR(it->timeout);
+    int rc = mw_uninstall_all(&it->mw);
+    for (Py_ssize_t i = 0; i < it->mw.n; i++) {
+        Py_CLEAR(it->mw.items[i]);
+    }
+    return rc;
+}
+
+static PyObject *
+ac_next(ascompleted *it)
+{
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    if (it->closed) {
+        return NULL;
+    }
+    it->running = 1;
+    Py_INCREF(it);
+    PyObject *f = NULL;
+    if (!it->started && ac_start(it) < 0) {
+        goto fail;
+    }
+    for (;;) {
+        if (it->q_head < it->batch_end) {
+            Py_ssize_t i = it->queue[it->q_head++];
+            /* Out of the waiters first, as _yield_finished_futures does;
+             * our reference goes to the caller. */
+            int rc = mw_uninstall(&it->mw, i);
+            f = it->mw.items[i];
+            it->mw.items[i] = NULL;
+            if (rc < 0) {
+                Py_DECREF(f);
+                f = NULL;
+                goto fail;
+            }
+            it->yielded++;
+            goto done;
+        }
+        if (it->yielded == it->total) {
+            /* Exhausted: StopIteration. */
+            if (ac_close_impl(it) < 0) {
+                goto fail;
+            }
+            goto done;
+        }
+        int64_t ns = -1;
+        if (it->deadline == it->deadline) {
+            double left = it->deadline - monotonic_s();
+            if (left <= 0) {
+                PyErr_Format(it->mw.st->TimeoutError,
+                             "%zd (of %zd) futures unfinished",
+                             it->total - it->yielded, it->total);
+                goto fail;
+            }
+            if (seconds_to_ns(left, 0, &ns) < 0) {
+                goto fail;
+            }
+        }
+        if (cf_event_wait(&it->mw.ev, ns) < 0) {
+            goto fail;
+        }
+        cf_event_clear(&it->mw.ev);
+        it->batch_end = it->q_tail;
+    }
+
+fail:
+    /* As a generator that raised: finished, its waiters removed. */
+    {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (ac_close_impl(it) < 0) {
+            PyErr_WriteUnraisable((PyObject *)it);
+        }
+        PyErr_Restore(type, value, tb);
+    }
+done:
+    it->running = 0;
+    Py_DECREF(it);
+    return f;
+}
+
+static PyObject *
+ac_close(ascompleted *it, PyObject *unused)
+{
+    if (it->running) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return NULL;
+    }
+    it->running = 1;
+    int rc = ac_close_impl(it);
+    it->running = 0;
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+ac_finalize(ascompleted *it)
+{
+    if (it->closed || it->running) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    it->running = 1;
+    if (ac_close_impl(it) < 0) {
+        PyErr_WriteUnraisable((PyObject *)it);
+    }
+    it->running = 0;
+    PyErr_Restore(type, value, tb);
+}
+
+static int
+ac_traverse(ascompleted *it, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->fs);
+    Py_VISIT(it->timeout);
+    for (Py_ssize_t i = 0; i < it->mw.n; i++) {
+        Py_VISIT(it->mw.items[i]);
+    }
+    return 0;
+}
+
+static int
+ac_clear(ascompleted *it)
+{
+    /* tp_finalize has removed the waiters already; this only breaks
+     * cycles, without calling Python. */
+    it->closed = 1;
+    Py_CLEAR(it->fs);
+    Py_CLEAR(it->timeout);
+    mw_detach_all(&it->mw);
+    for (Py_ssize_t i = 0; i < it->mw.n; i++) {
+        Py_CLEAR(it->mw.items[i]);
+    }
+    return 0;
+}
+
+static void
+ac_dealloc(ascompleted *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)it) < 0) {
+        return;     /* resurrected */
+    }
+    PyObject_GC_UnTrack(it);
+    ac_clear(it);
+    mw_free(&it->mw);
+    PyMem_Free(it->queue);
+    if (it->have_event) {
+        cf_event_fini(&it->mw.ev);
+    }
+    tp->tp_free((PyObject *)it);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+cf_as_completed(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"fs", "timeout"};
+    cf_state *st = cf_get_state(module);
+    PyObject *argv[2];
+    if (bind_args("as_completed", names, 1, 2, args, nargs, kwnames,
+                  argv) < 0) {
+        return NULL;
+    }
+    ascompleted *it = PyObject_GC_New(ascompleted, st->aswaiter_type);
+    if (it == NULL) {
+        return NULL;
+    }
+    mw_init(&it->mw, st, ac_on_done);
+    it->fs = Py_NewRef(argv[0]);
+    it->timeout = Py_XNewRef(argv[1]);
+    it->queue = NULL;
+    it->q_head = it->q_tail = it->batch_end = 0;
+    it->total = it->yielded = 0;
+    it->deadline = NAN;
+    it->started = it->running = it->closed = it->have_event = 0;
+    if (cf_event_init(&it->mw.ev) < 0) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    it->have_event = 1;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
+}
+
+static PyMethodDef ac_methods[] = {
+    {"close", (PyCFunction)ac_close, METH_NOARGS,
+     "Stop waiting: remove this iterator from the futures it waits on."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ac_slots[] = {
+    {Py_tp_doc, "Iterator over futures as they complete; see "
+                "cfutures.as_completed()."},
+    {Py_tp_dealloc, ac_dealloc},
+    {Py_tp_finalize, ac_finalize},
+    {Py_tp_traverse, ac_traverse},
+    {Py_tp_clear, ac_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, ac_next},
+    {Py_tp_methods, ac_methods},
+    {0, NULL},
+};
+
+static PyType_Spec ac_spec = {
+    .name = "cfutures._cfutures.as_completed_iterator",
+    .basicsize = sizeof(ascompleted),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = ac_slots,
+};
+
+/* ---- module functions --------------------------------------------------- */
+
+PyDoc_STRVAR(wait_doc,
+"wait($module, /, fs, timeout=None, return_when='ALL_COMPLETED')\n--\n\n"
+"Wait for the futures in the given sequence to complete.\n\n"
+"Returns a named 2-tuple of sets, done and not_done, as\n"
+"concurrent.futures.wait() does.  Takes cfutures futures and any\n"
+"concurrent.futures.Future.");
+
+PyDoc_STRVAR(as_completed_doc,
+"as_completed($module, /, fs, timeout=None)\n--\n\n"
+"An iterator over the given futures that yields each as it completes.\n\n"
+"Duplicates in fs are yielded once.  Raises TimeoutError if the\n"
+"iteration is not finished timeout seconds after it started.  Takes\n"
+"cfutures futures and any concurrent.futures.Future.");
+
+static PyMethodDef wait_functions[] = {
+    {"wait", (PyCFunction)(void (*)(void))cf_wait,
+     METH_FASTCALL | METH_KEYWORDS, wait_doc},
+    {"as_completed", (PyCFunction)(void (*)(void))cf_as_completed,
+     METH_FASTCALL | METH_KEYWORDS, as_completed_doc},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 cf_wait_setup(PyObject *module, cf_state *st)
 {
-    return 0;
+#define INTERN(field, text)                                         \
+    do {                                                            \
+        if ((st->field = PyUnicode_InternFromString(text)) == NULL) \
+            return -1;                                              \
+    } while (0)
+    INTERN(str__condition, "_condition");
+    INTERN(str__state, "_state");
+    INTERN(str__waiters, "_waiters");
+    INTERN(str__exception, "_exception");
+    INTERN(str_acquire, "acquire");
+    INTERN(str_release, "release");
+    INTERN(str_append, "append");
+    INTERN(str_remove, "remove");
+    INTERN(str_cancelled, "cancelled");
+    INTERN(str_exception, "exception");
+#undef INTERN
+    st->waiter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &waiter_spec, NULL);
+    if (st->waiter_type == NULL) {
+        return -1;
+    }
+    st->aswaiter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &ac_spec, NULL);
+    if (st->aswaiter_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, wait_functions);
 }
