@@ -1,5 +1,5 @@
 import concurrent.futures as _std
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from concurrent.futures import (
     ALL_COMPLETED as ALL_COMPLETED,
     FIRST_COMPLETED as FIRST_COMPLETED,
@@ -48,5 +48,5 @@ def as_completed(
 ) -> Iterator[_std.Future[_T]]: ...
 def to_thread(
     func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
-) -> Awaitable[_T]: ...
+) -> Coroutine[Any, Any, _T]: ...
 def install(loop: Any = ...) -> ThreadPoolExecutor: ...
