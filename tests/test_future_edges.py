@@ -91,8 +91,15 @@ def test_ext_odd_timeouts_match_this_interpreter(method, timeout):
     from decimal import Decimal  # noqa: F401 (used by eval)
     from fractions import Fraction  # noqa: F401
     value = eval(timeout)
-    assert (_timeout_outcome(cfutures, method, value)
-            == _timeout_outcome(std, method, value))
+    # The timer may fire before a slow (sanitized, loaded) run gets to wait,
+    # and then neither implementation converts the timeout at all: a real
+    # mismatch shows on every try, that race does not.
+    for attempt in range(3):
+        outcomes = (_timeout_outcome(cfutures, method, value),
+                    _timeout_outcome(std, method, value))
+        if outcomes[0] == outcomes[1]:
+            break
+    assert outcomes[0] == outcomes[1]
 
 
 @pytest.mark.timeout(60)
