@@ -79,6 +79,7 @@ typedef struct cf_pool {
     PyObject *threads;          /* set of threading.Thread */
     PyObject *broken;           /* NULL, or the message (str) */
     int spinning;               /* a worker polls before sleeping */
+    cf_worker *spinner;         /* that worker while it polls, or NULL */
     int shutdown;               /* executor._shutdown */
     int stop;                   /* workers exit once the queue is empty */
 } cf_pool;
@@ -156,17 +157,30 @@ item_clear(cf_item *it)
     Py_CLEAR(it->kwargs);
 }
 
-/* Pop the most recently idle worker and wake it (one futex). */
+static void idle_remove(cf_pool *p, cf_worker *w);
+
+/* Wake one idle worker: the spinning one if any, else the most recently
+ * idle one (one futex).  The spinner polls its event without the GIL, so
+ * handing it the work costs no futex and no scheduler wakeup; waking the
+ * top of the stack instead (often a sleeper: the spinner is whichever
+ * worker went idle first) paid both and left the spinner burning a core. */
 static void
 pool_wake_one(cf_pool *p)
 {
-    cf_worker *w = p->idle;
-    p->idle = w->next;
-    if (p->idle != NULL) {
-        p->idle->prev = NULL;
+    cf_worker *w = p->spinner;
+    if (w != NULL && w->in_idle) {
+        p->spinner = NULL;
+        idle_remove(p, w);
     }
-    w->next = w->prev = NULL;
-    w->in_idle = 0;
+    else {
+        w = p->idle;
+        p->idle = w->next;
+        if (p->idle != NULL) {
+            p->idle->prev = NULL;
+        }
+        w->next = w->prev = NULL;
+        w->in_idle = 0;
+    }
     p->n_waking++;
     cf_event_set(&w->ev);
 }
@@ -503,10 +517,12 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
              * submit that follows soon after (the one-at-a-time round
              * trip) then costs no futex and no wakeup latency. */
             p->spinning = 1;
+            p->spinner = &w;      /* pool_wake_one prefers it */
             Py_BEGIN_ALLOW_THREADS
             spin_until_set(&w.ev);
             Py_END_ALLOW_THREADS
             p->spinning = 0;
+            p->spinner = NULL;
         }
         int r = cf_event_wait(&w.ev, -1);
         CF_BEGIN_CRITICAL(p)
@@ -1821,6 +1837,7 @@ after_fork_child(PyObject *module, PyObject *unused)
         p->n_starting = 0;
         p->n_waking = 0;
         p->spinning = 0;
+        p->spinner = NULL;
     }
     PyObject *pools = PyList_New(0);
     if (pools == NULL) {
