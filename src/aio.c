@@ -1425,6 +1425,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     Py_DECREF(callargs);
     Py_XDECREF(kwnames);
     Py_DECREF(ctx);
+    cf_worker_returning();      /* no need to wake another worker */
     batch_post(&c->node);
     Py_RETURN_NONE;
 }
