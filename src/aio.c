@@ -838,10 +838,34 @@ node_make_cancelled_error(PyObject *self, PyObject *unused)
     return make_cancelled_error(st, (cf_aionode *)self);
 }
 
+static int aiocall_unstarted(cf_aionode *n);
+
 static PyObject *
 node_get_blocking(PyObject *self, void *closure)
 {
     cf_aionode *n = (cf_aionode *)self;
+    if (n->kind == NODE_CALL && aiocall_unstarted(n)) {
+        /* asyncio.isfuture() reads this before asyncio takes an object
+         * as a future (ensure_future, gather, wait, shield, wait_for):
+         * in a running loop the call becomes one now, so start it, as
+         * ensure_future(asyncio.to_thread(f)) schedules its Task.
+         * Outside a loop it is a coroutine: a Task's first step starts
+         * it. */
+        cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+        PyObject *loop = running_loop(st, 0);
+        if (loop == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        int rc = node_bind(st, n, loop);
+        Py_DECREF(loop);
+        if (rc < 0 || node_start(st, n) < 0) {
+            return NULL;
+        }
+        return PyBool_FromLong(n->blocking);
+    }
     if (n->loop != NULL) {
         return PyBool_FromLong(n->blocking);
     }
@@ -1097,9 +1121,20 @@ fail:
     return NULL;
 }
 
+/* close(): a call that was never started will never run (as a
+ * coroutine closed before its first step), and is not reported as never
+ * awaited.  A started one keeps running, as asyncio.to_thread's thread
+ * call does when its coroutine is closed. */
 static PyObject *
 node_close(PyObject *self, PyObject *unused)
 {
+    cf_aionode *n = (cf_aionode *)self;
+    if (n->kind == NODE_CALL && aiocall_unstarted(n)) {
+        cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+        if (node_cancel_impl(st, n, NULL) < 0) {
+            return NULL;
+        }
+    }
     Py_RETURN_NONE;
 }
 
@@ -1390,6 +1425,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     Py_DECREF(callargs);
     Py_XDECREF(kwnames);
     Py_DECREF(ctx);
+    cf_worker_returning();      /* no need to wake another worker */
     batch_post(&c->node);
     Py_RETURN_NONE;
 }
@@ -1540,12 +1576,30 @@ aiocall_clear(cf_aiocall *c)
     return 0;
 }
 
+static int
+aiocall_unstarted(cf_aionode *n)
+{
+    return !((cf_aiocall *)n)->submitted && n->lstate == LS_PENDING;
+}
+
 /* As asyncio.Future: an exception nobody retrieved goes to the loop's
  * exception handler when the call is collected. */
 static void
 aiocall_finalize(PyObject *self)
 {
     cf_aiocall *c = (cf_aiocall *)self;
+    if (aiocall_unstarted(&c->node)) {
+        /* Never awaited, so it never ran: warn as CPython does for the
+         * coroutine asyncio.to_thread() returns. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                         "coroutine 'to_thread' was never awaited", 1) < 0) {
+            PyErr_WriteUnraisable(self);
+        }
+        PyErr_Restore(type, value, tb);
+        return;
+    }
     if (c->exception == NULL || c->retrieved || c->node.loop == NULL
         || c->node.lstate != LS_DONE) {
         return;
@@ -1748,22 +1802,10 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->submitted = 0;
     c->retrieved = 0;
     PyObject_GC_Track(c);
-    /* Started now when called in a running loop, as run_in_executor
-     * does; else (asyncio.run(to_thread(f))) by the Task's first step. */
-    PyObject *loop = running_loop(st, 0);
-    if (loop == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(c);
-            return NULL;
-        }
-        return (PyObject *)c;
-    }
-    int rc = node_bind(st, &c->node, loop);
-    Py_DECREF(loop);
-    if (rc < 0 || aiocall_start(st, c) < 0) {
-        Py_DECREF(c);
-        return NULL;
-    }
+    /* Lazy, as asyncio.to_thread's coroutine: bound to the running loop
+     * and submitted on first use (node_start: a Task's first step,
+     * `await`, or add_done_callback from gather, wait, shield, wait_for,
+     * ensure_future), so a call that is never awaited never runs. */
     return (PyObject *)c;
 }
 
@@ -1815,10 +1857,12 @@ static PyMethodDef aio_functions[] = {
      "result.\n\nThe counterpart of asyncio.to_thread: context variables "
      "are copied, keyword arguments passed.  It runs on the loop's default "
      "executor when that is a cfutures pool (see install()), else on a "
-     "shared pool.  Called in a running loop, it submits at once (as "
-     "run_in_executor does) and returns an awaitable that is both an "
-     "asyncio future and a coroutine: await it, gather it, or pass it to "
-     "asyncio.create_task or TaskGroup.create_task."},
+     "shared pool.  Like asyncio.to_thread's coroutine it is lazy: func "
+     "is submitted when the call is first awaited or used as a future "
+     "(gather, wait, shield, wait_for, create_task), and a call that is "
+     "never awaited never runs.  The call is both an asyncio future and "
+     "a coroutine: await it, gather it, or pass it to asyncio.create_task "
+     "or TaskGroup.create_task."},
     {"_aio_configure", aio_configure, METH_O, NULL},
     {"_aio_shared_pool", (PyCFunction)(void (*)(void))aio_shared_pool,
      METH_FASTCALL, NULL},

@@ -216,6 +216,7 @@ int cf_executor_setup(PyObject *module, cf_state *st);
 PyObject *cf_executor_submit(PyObject *executor, PyObject *fn,
                              PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames);
+void cf_worker_returning(void);   /* executor.c: see there */
 int cf_wait_setup(PyObject *module, cf_state *st);
 int cf_aio_setup(PyObject *module, cf_state *st);
 

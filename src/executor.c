@@ -79,6 +79,9 @@ typedef struct cf_pool {
     PyObject *threads;          /* set of threading.Thread */
     PyObject *broken;           /* NULL, or the message (str) */
     int spinning;               /* a worker polls before sleeping */
+    cf_worker *spinner;         /* that worker while it polls, or NULL */
+    Py_ssize_t n_returning;     /* workers only posting a finished
+                                   to_thread call (cf_worker_returning) */
     int shutdown;               /* executor._shutdown */
     int stop;                   /* workers exit once the queue is empty */
 } cf_pool;
@@ -156,17 +159,30 @@ item_clear(cf_item *it)
     Py_CLEAR(it->kwargs);
 }
 
-/* Pop the most recently idle worker and wake it (one futex). */
+static void idle_remove(cf_pool *p, cf_worker *w);
+
+/* Wake one idle worker: the spinning one if any, else the most recently
+ * idle one (one futex).  The spinner polls its event without the GIL, so
+ * handing it the work costs no futex and no scheduler wakeup; waking the
+ * top of the stack instead (often a sleeper: the spinner is whichever
+ * worker went idle first) paid both and left the spinner burning a core. */
 static void
 pool_wake_one(cf_pool *p)
 {
-    cf_worker *w = p->idle;
-    p->idle = w->next;
-    if (p->idle != NULL) {
-        p->idle->prev = NULL;
+    cf_worker *w = p->spinner;
+    if (w != NULL && w->in_idle) {
+        p->spinner = NULL;
+        idle_remove(p, w);
     }
-    w->next = w->prev = NULL;
-    w->in_idle = 0;
+    else {
+        w = p->idle;
+        p->idle = w->next;
+        if (p->idle != NULL) {
+            p->idle->prev = NULL;
+        }
+        w->next = w->prev = NULL;
+        w->in_idle = 0;
+    }
     p->n_waking++;
     cf_event_set(&w->ev);
 }
@@ -179,7 +195,7 @@ pool_wake_one(cf_pool *p)
 static int
 pool_cover(cf_pool *p)
 {
-    if (p->count <= p->n_waking) {
+    if (p->count <= p->n_waking + p->n_returning) {
         return 1;
     }
     if (p->idle != NULL) {
@@ -413,6 +429,29 @@ spin_until_set(cf_event *ev)
     }
 }
 
+/* The pool of the worker running in this thread, for
+ * cf_worker_returning(); NULL outside workers. */
+static _Thread_local cf_pool *current_pool;
+static _Thread_local int current_returning;
+
+/* Called by a to_thread call running in a worker once its function has
+ * returned, before it posts the outcome to the loop: this worker will pop
+ * the queue within microseconds, so a submit the loop makes on seeing the
+ * outcome needs no other worker woken.  (The one-at-a-time `await
+ * to_thread(f)` then runs on one worker back to back; waking an idle one
+ * instead paid a futex, a wakeup and a third thread contending for the
+ * GIL.)  Only for our own post, never for user done-callbacks, which may
+ * block on the next task. */
+void
+cf_worker_returning(void)
+{
+    cf_pool *p = current_pool;
+    if (p != NULL && !current_returning) {
+        current_returning = 1;
+        p->n_returning++;
+    }
+}
+
 /* The thread target: pool._worker(initializer, initargs). */
 static PyObject *
 pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
@@ -473,7 +512,13 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         }
         CF_END_CRITICAL()
         if (got) {
+            current_pool = p;
             run_item(p, &it);
+            current_pool = NULL;
+            if (current_returning) {
+                current_returning = 0;
+                p->n_returning--;
+            }
             if ((++n & 31) == 0) {
                 int64_t now = cf_monotonic_ns();
                 if (now - last_yield >= interval_ns) {
@@ -503,10 +548,12 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
              * submit that follows soon after (the one-at-a-time round
              * trip) then costs no futex and no wakeup latency. */
             p->spinning = 1;
+            p->spinner = &w;      /* pool_wake_one prefers it */
             Py_BEGIN_ALLOW_THREADS
             spin_until_set(&w.ev);
             Py_END_ALLOW_THREADS
             p->spinning = 0;
+            p->spinner = NULL;
         }
         int r = cf_event_wait(&w.ev, -1);
         CF_BEGIN_CRITICAL(p)
@@ -1821,6 +1868,8 @@ after_fork_child(PyObject *module, PyObject *unused)
         p->n_starting = 0;
         p->n_waking = 0;
         p->spinning = 0;
+        p->spinner = NULL;
+        p->n_returning = 0;
     }
     PyObject *pools = PyList_New(0);
     if (pools == NULL) {

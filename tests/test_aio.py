@@ -542,7 +542,10 @@ def test_ext_to_thread_burst_is_batched(run):
             return i
 
         try:
-            calls = [cfutures.to_thread(job, i) for i in range(n)]
+            # ensure_future takes each call as a future, which starts it
+            # (a call is lazy, as asyncio.to_thread's coroutine).
+            calls = [asyncio.ensure_future(cfutures.to_thread(job, i))
+                     for i in range(n)]
             all_ran.wait(10)
             time.sleep(0.01)            # let the last post land
             res = await asyncio.gather(*calls)
@@ -595,7 +598,8 @@ def test_ext_loop_closed_while_to_thread_runs(loop_factory):
         return 1
 
     async def start():
-        return cfutures.to_thread(job)
+        # ensure_future takes the lazy call as a future: that starts it.
+        return asyncio.ensure_future(cfutures.to_thread(job))
     call = loop.run_until_complete(start())
     loop.close()
     gate.set()
@@ -760,9 +764,75 @@ def test_to_thread_gather_create_task_taskgroup(run, to_thread):
             tt = tg.create_task(to_thread(abs, -8))
         w = await asyncio.wait_for(to_thread(abs, -9), 5)
         s = await asyncio.shield(to_thread(abs, -10))
-        assert asyncio.iscoroutine(to_thread(abs, 0))
+        c = to_thread(abs, 0)
+        assert asyncio.iscoroutine(c)
+        c.close()
         return g, t, tt.result(), w, s
     assert run(go) == (list(range(20)), 7, 8, 9, 10)
+
+
+@pytest.mark.timeout(30)
+def test_to_thread_never_awaited_never_runs(run, to_thread):
+    ran = threading.Event()
+
+    async def go():
+        call = to_thread(ran.set)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert not ran.is_set()
+        with pytest.warns(RuntimeWarning, match="never awaited"):
+            del call
+            gc.collect()
+    run(go)
+    assert not ran.is_set()
+
+
+@pytest.mark.timeout(30)
+def test_to_thread_closed_never_runs(run, to_thread, recwarn):
+    ran = threading.Event()
+
+    async def go():
+        call = to_thread(ran.set)
+        call.close()
+        await asyncio.sleep(0.02)
+        del call
+        gc.collect()
+    run(go)
+    assert not ran.is_set()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+@pytest.mark.timeout(30)
+def test_to_thread_started_without_await(run, to_thread):
+    # ensure_future and create_task start the call; nobody awaits it.
+    ran = [threading.Event(), threading.Event()]
+
+    async def go():
+        asyncio.ensure_future(to_thread(ran[0].set))
+        t = asyncio.create_task(to_thread(ran[1].set))
+        for _ in range(500):
+            if all(e.is_set() for e in ran):
+                break
+            await asyncio.sleep(0.01)
+        await t
+    run(go)
+    assert all(e.is_set() for e in ran)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.filterwarnings("ignore:coroutine 'to_thread' was never awaited")
+def test_to_thread_taskgroup_finished_never_runs(run, to_thread):
+    # TaskGroup.create_task on a finished group refuses the call.
+    ran = threading.Event()
+
+    async def go():
+        async with asyncio.TaskGroup() as tg:
+            pass
+        with pytest.raises(RuntimeError):
+            tg.create_task(to_thread(ran.set))
+        await asyncio.sleep(0.05)
+    run(go)
+    assert not ran.is_set()
 
 
 def test_to_thread_gather_return_exceptions(run, to_thread):
