@@ -365,6 +365,43 @@ def test_shutdown_races_submit(mod):
             assert not t.is_alive()
 
 
+@pytest.mark.timeout(30)
+def test_shutdown_waits_for_worker_being_started(mod):
+    # A submit that starts a worker runs Python code before the thread
+    # exists (the name's str(), Thread.__init__), so other threads run in
+    # between.  shutdown(wait=True) called then must still wait for that
+    # worker and the item it was started for, as the stdlib (whose submit
+    # holds _shutdown_lock throughout) does.  (The cause of a rare
+    # test_shutdown_races_submit failure: shutdown found no thread yet.)
+    ran = []
+    seen = []
+    returned = threading.Event()
+    shutters = []
+
+    def shut():
+        e.shutdown(wait=True)
+        seen.append(list(ran))
+        returned.set()
+
+    class Prefix:
+        def __str__(self):
+            if not shutters:
+                t = threading.Thread(target=shut)
+                shutters.append(t)
+                t.start()
+                # Bug: shutdown returns here, before the worker exists.
+                # Fixed (and the stdlib): it waits for this submit.
+                returned.wait(1.0)
+            return "prefix"
+
+    e = mod.ThreadPoolExecutor(1, thread_name_prefix=Prefix())
+    f = e.submit(ran.append, 1)
+    shutters[0].join(20)
+    assert seen == [[1]]
+    assert f.done()
+    assert [t.name for t in e._threads] == ["prefix_0"]
+
+
 # ---- map ---------------------------------------------------------------
 
 def test_map_in_order(ex):
