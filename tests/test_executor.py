@@ -1077,6 +1077,9 @@ def test_ctrl_c_interrupts_shutdown_wait(modname):
     r = run_script(f"""
         import os, signal, threading, time
         import {modname} as mod
+        # A shell starts background jobs with SIGINT ignored, and Python
+        # then installs no handler: make Ctrl-C raise regardless.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         ev = threading.Event()
         ex = mod.ThreadPoolExecutor(1)
         ex.submit(ev.wait, 30)
