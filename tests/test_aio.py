@@ -760,7 +760,9 @@ def test_to_thread_gather_create_task_taskgroup(run, to_thread):
             tt = tg.create_task(to_thread(abs, -8))
         w = await asyncio.wait_for(to_thread(abs, -9), 5)
         s = await asyncio.shield(to_thread(abs, -10))
-        assert asyncio.iscoroutine(to_thread(abs, 0))
+        c = to_thread(abs, 0)
+        assert asyncio.iscoroutine(c)
+        c.close()
         return g, t, tt.result(), w, s
     assert run(go) == (list(range(20)), 7, 8, 9, 10)
 
