@@ -23,7 +23,11 @@ def _tiny(name):
     "future: create + set_result + result",
     "future: memory per pending future",
 ])
-def test_runner_writes_json_with_expected_keys(tmp_path, name):
+def test_runner_writes_json_with_expected_keys(tmp_path, name,
+                                              settle_threads):
+    # The memory workload starts and stops tracemalloc: no thread of an
+    # earlier test may be exiting then (see conftest._settle_threads).
+    settle_threads()
     results = run.run_benchmarks([_tiny(name)], repeats=2)
     path = tmp_path / "r.json"
     written = run.save(results, str(path), chart=False)
@@ -97,7 +101,9 @@ def test_chart_is_drawn(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_cli_quick_filtered_run_saves_where_told(tmp_path, capsys):
+def test_cli_quick_filtered_run_saves_where_told(tmp_path, capsys,
+                                                settle_threads):
+    settle_threads()      # the memory workload uses tracemalloc
     path = tmp_path / "sub" / "out.json"
     status = run.main(["--quick", "--filter", "MEMORY per pending",
                        "--repeats", "1", "--json", str(path), "--no-chart"])

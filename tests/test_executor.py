@@ -1035,17 +1035,18 @@ def test_million_noop_tasks(mod):
 
 
 @pytest.mark.timeout(120)
-def test_memory_back_at_baseline(mod):
+def test_memory_back_at_baseline(mod, settle_threads):
     # tracemalloc also sees the C allocations (the queue's chunks).
     total = 200_000 if mod is cfutures else 20_000
     _noop_flood(mod, 10_000, 10_000)
-    gc.collect()
+    settle_threads()      # no thread mid-exit at start() or stop()
     tracemalloc.start()
     try:
         base, _ = tracemalloc.get_traced_memory()
         _noop_flood(mod, total, total)
         gc.collect()
         now, peak = tracemalloc.get_traced_memory()
+        settle_threads()
     finally:
         tracemalloc.stop()
     assert peak - base > 1_000_000   # the burst really was in memory
