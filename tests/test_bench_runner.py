@@ -132,3 +132,20 @@ def test_broken_concept_module_is_reported(monkeypatch):
     assert "future: memory per pending future" in names
     assert [mod for mod, _ in errors] == ["benchmarks.workloads.wait"]
     assert isinstance(errors[0][1], AttributeError)
+
+
+def test_memory_workload_runs_without_hang_watchdog(monkeypatch,
+                                                    settle_threads):
+    # faulthandler's watchdog is a new C thread; starting it right before
+    # tracemalloc.start()/stop() aborted the debug interpreter (CPython
+    # 3.11, gh-128679).  Time workloads keep it.
+    armed = []
+    monkeypatch.setattr(run.faulthandler, "dump_traceback_later",
+                        lambda *a, **k: armed.append(a))
+    settle_threads()
+    run.run_benchmarks([_tiny("future: memory per pending future")],
+                       repeats=1)
+    assert armed == []
+    run.run_benchmarks([_tiny("future: create + set_result + result")],
+                       repeats=1)
+    assert armed
