@@ -83,11 +83,19 @@ def _one_sample(workload, impl, n, gc_off):
     gc.collect()
     if gc_off:
         gc.disable()
-    _watch_for_hang()
+    # Not for memory workloads: they start and stop tracemalloc, and the
+    # watchdog's new C thread frees its start-up block outside the GIL,
+    # through the allocator hooks tracemalloc swaps: on CPython 3.11 a
+    # debug build aborts (tracemalloc_remove_trace assertion), a release
+    # build may crash (CPython gh-128679).  They run no threads to hang.
+    watch = workload.kind != "bytes"
+    if watch:
+        _watch_for_hang()
     try:
         value = workload.run(impl, n)
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        if watch:
+            faulthandler.cancel_dump_traceback_later()
         if gc_off:
             gc.enable()
     if workload.kind == "time":

@@ -781,8 +781,16 @@ start_worker(cf_executor *ex, cf_pool *p)
 {
     cf_state *st = p->st;
     Py_ssize_t index = PySet_GET_SIZE(p->threads) + p->n_starting;
+    /* Counted from here, not just around start(): formatting the name and
+     * constructing the Thread run Python code that may switch threads, and
+     * a shutdown(wait=True) then must wait for this worker (the stdlib
+     * holds _shutdown_lock over the whole submit), or it returns with the
+     * item just queued not yet run.  It also keeps a concurrent submit
+     * below max_workers. */
+    p->n_starting++;
     PyObject *name = PyUnicode_FromFormat("%S_%zd", ex->prefix, index);
     if (name == NULL) {
+        p->n_starting--;
         return -1;
     }
     PyObject *target = getattr_i((PyObject *)p, "_worker");
@@ -807,17 +815,17 @@ start_worker(cf_executor *ex, cf_pool *p)
     if (t == NULL) {
         goto error;
     }
-    /* Thread.start() releases the GIL; n_starting keeps a concurrent
-     * submit below max_workers and tells shutdown to wait for it. */
-    p->n_starting++;
     PyObject *r = call_method_i(t, "start", NULL);
-    p->n_starting--;
     if (r == NULL) {
         goto error;
     }
     Py_DECREF(r);
-    if (PySet_Add(p->threads, t) < 0) {
-        goto error;
+    /* Into the set before n_starting drops: pool_join must always see
+     * the thread in one or the other. */
+    int added = PySet_Add(p->threads, t);
+    p->n_starting--;
+    if (added < 0) {
+        goto error_counted;
     }
     Py_DECREF(t);
     Py_DECREF(kw);
@@ -826,6 +834,8 @@ start_worker(cf_executor *ex, cf_pool *p)
     Py_DECREF(name);
     return 0;
 error:
+    p->n_starting--;
+error_counted:
     Py_XDECREF(t);
     Py_XDECREF(kw);
     Py_XDECREF(targs);

@@ -14,3 +14,37 @@ IMPL_IDS = ["stdlib", "cfutures"]
 def mod(request):
     """The module under test: concurrent.futures or cfutures."""
     return request.param
+
+
+def _settle_threads(timeout=10.0):
+    """Let threads that are finishing finish (joined, then a moment more).
+
+    CPython 3.11's tracemalloc.start() and stop() race with a thread that
+    is exiting: it frees its thread state after releasing the GIL, through
+    the allocator hooks being swapped (CPython gh-128679, fixed in 3.12.9
+    and 3.13.2).  The debug interpreter aborts on an assertion
+    (`tracemalloc_remove_trace: Assertion ... tracing failed`), a release
+    build may crash.  Tests that start or stop tracemalloc call this first,
+    so no worker of an earlier test's dropped executor is mid-exit.  The
+    shared to_thread pool's workers live on and are not waited for.
+    """
+    import gc
+    import threading
+    import time
+
+    gc.collect()      # executors in cycles: their workers exit now
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    for t in threading.enumerate():
+        if t is me or t.name.startswith("cfutures.to_thread"):
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
+    # join() returns when the thread state is cleared; it is freed just
+    # after, outside the GIL.
+    time.sleep(0.02)
+
+
+@pytest.fixture
+def settle_threads():
+    """A function: wait until no thread is exiting (see _settle_threads)."""
+    return _settle_threads

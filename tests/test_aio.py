@@ -77,6 +77,15 @@ async def wait_on(fut):
     return await aw(fut)
 
 
+async def until(predicate, timeout=10):
+    """Yield to the loop until predicate() holds (a fixed sleep is not
+    enough on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
 def later(delay, fn, *args):
     t = threading.Timer(delay, fn, args)
     t.daemon = True
@@ -881,16 +890,19 @@ def test_to_thread_cancel_before_start_never_runs(loop_factory, to_thread):
 
 def test_to_thread_task_cancelled_while_running(run, to_thread):
     gate = threading.Event()
+    started = threading.Event()
     finished = threading.Event()
 
     def job():
+        started.set()
         gate.wait(10)
         finished.set()
         return "unseen"
 
     async def go():
         task = asyncio.create_task(to_thread(job))
-        await asyncio.sleep(0.02)
+        # Running, not queued (a queued call is cancelled and never runs).
+        await until(started.is_set)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

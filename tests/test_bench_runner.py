@@ -23,7 +23,11 @@ def _tiny(name):
     "future: create + set_result + result",
     "future: memory per pending future",
 ])
-def test_runner_writes_json_with_expected_keys(tmp_path, name):
+def test_runner_writes_json_with_expected_keys(tmp_path, name,
+                                              settle_threads):
+    # The memory workload starts and stops tracemalloc: no thread of an
+    # earlier test may be exiting then (see conftest._settle_threads).
+    settle_threads()
     results = run.run_benchmarks([_tiny(name)], repeats=2)
     path = tmp_path / "r.json"
     written = run.save(results, str(path), chart=False)
@@ -97,7 +101,9 @@ def test_chart_is_drawn(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_cli_quick_filtered_run_saves_where_told(tmp_path, capsys):
+def test_cli_quick_filtered_run_saves_where_told(tmp_path, capsys,
+                                                settle_threads):
+    settle_threads()      # the memory workload uses tracemalloc
     path = tmp_path / "sub" / "out.json"
     status = run.main(["--quick", "--filter", "MEMORY per pending",
                        "--repeats", "1", "--json", str(path), "--no-chart"])
@@ -126,3 +132,20 @@ def test_broken_concept_module_is_reported(monkeypatch):
     assert "future: memory per pending future" in names
     assert [mod for mod, _ in errors] == ["benchmarks.workloads.wait"]
     assert isinstance(errors[0][1], AttributeError)
+
+
+def test_memory_workload_runs_without_hang_watchdog(monkeypatch,
+                                                    settle_threads):
+    # faulthandler's watchdog is a new C thread; starting it right before
+    # tracemalloc.start()/stop() aborted the debug interpreter (CPython
+    # 3.11, gh-128679).  Time workloads keep it.
+    armed = []
+    monkeypatch.setattr(run.faulthandler, "dump_traceback_later",
+                        lambda *a, **k: armed.append(a))
+    settle_threads()
+    run.run_benchmarks([_tiny("future: memory per pending future")],
+                       repeats=1)
+    assert armed == []
+    run.run_benchmarks([_tiny("future: create + set_result + result")],
+                       repeats=1)
+    assert armed

@@ -69,14 +69,19 @@ def test_too_large_timeout_is_overflow_error(mod):
 
 
 def _timeout_outcome(m, method, timeout):
+    # The future must still be pending when the call converts the timeout
+    # (a finished future returns before looking at it), and a timeout of
+    # 0.01 or less must run out first: the result comes 0.2 s later, which
+    # a loaded machine does not reorder (0.01 s did, once).
     f = m.Future()
-    t = threading.Timer(0.01, f.set_result, (1,))
+    t = threading.Timer(0.2, f.set_result, (1,))
     t.start()
     try:
         return "ok", getattr(f, method)(timeout=timeout)
     except Exception as e:  # noqa: B902 (the outcome is the point)
         return type(e), str(e)
     finally:
+        t.cancel()
         t.join()
 
 
