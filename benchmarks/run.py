@@ -115,6 +115,11 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
         n = workload.quick_n or max(1, workload.n // 10)
     peers = list(dict.fromkeys(workload.peers))
     impls = {name: resolve_impl(name) for name in peers}
+    # A peer that is not installed (anyio without the bench extra) is left
+    # out and named, rather than reported as an error in every table.
+    missing = [name for name in peers
+               if name not in ("stdlib", "cfutures") and impls[name].mod is None]
+    peers = [name for name in peers if name not in missing]
     per_peer = {name: {"samples": [], "error": None, "traceback": None}
                 for name in peers}
 
@@ -187,6 +192,7 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
         "goal_ratio": workload.goal_ratio,
         "baseline": baseline,
         "peers": per_peer,
+        "missing_peers": missing,
         "ratios": ratios,
         "speedups": speedups,
         "paired_ratio_medians": paired,

@@ -76,6 +76,8 @@ def test_failing_peer_is_reported_not_fatal(tmp_path):
     assert first["peers"]["stdlib"]["samples"] == [1e-3 / 10 * 1e6] * 3
     assert calls.count("cfutures") == 1     # not retried after failing
     assert second["peers"]["stdlib"]["error"] is None
+    assert second["missing_peers"] == ["no_such_peer_module"]
+    assert "no_such_peer_module" not in second["peers"]
     assert "RuntimeError" in run.text_table(results)
     run.save(results, str(tmp_path / "r.json"), chart=False)
 
