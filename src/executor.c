@@ -172,17 +172,11 @@ pool_wake_one(cf_pool *p)
     cf_worker *w = p->spinner;
     if (w != NULL && w->in_idle) {
         p->spinner = NULL;
-        idle_remove(p, w);
     }
     else {
         w = p->idle;
-        p->idle = w->next;
-        if (p->idle != NULL) {
-            p->idle->prev = NULL;
-        }
-        w->next = w->prev = NULL;
-        w->in_idle = 0;
     }
+    idle_remove(p, w);
     p->n_waking++;
     cf_event_set(&w->ev);
 }
@@ -209,15 +203,7 @@ static void
 pool_wake_all(cf_pool *p)
 {
     while (p->idle != NULL) {
-        cf_worker *w = p->idle;
-        p->idle = w->next;
-        if (p->idle != NULL) {
-            p->idle->prev = NULL;
-        }
-        w->next = w->prev = NULL;
-        w->in_idle = 0;
-        p->n_waking++;
-        cf_event_set(&w->ev);
+        pool_wake_one(p);
     }
 }
 
