@@ -250,18 +250,23 @@ batch_post(cf_aionode *node)
             st->str_call_soon_threadsafe, args,
             2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         Py_DECREF(loop);
-        if (r == NULL) {
-            /* The loop is closed (RuntimeError), as wrap_future's callback
-             * may find it: its awaiters cannot be woken, the cfutures
-             * futures complete as usual; drop what was queued for this
-             * loop so nothing leaks. */
-            if (PyErr_ExceptionMatches(PyExc_RuntimeError)) {
-                PyErr_Clear();
-            }
-            else {
-                PyErr_WriteUnraisable((PyObject *)b);
-            }
+        if (r == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            /* The loop is closed, as wrap_future's callback may find it:
+             * its awaiters cannot be woken, the cfutures futures complete
+             * as usual; drop what was queued for this loop so nothing
+             * leaks. */
+            PyErr_Clear();
             release_nodes(batch_take(b));
+        }
+        else if (r == NULL) {
+            /* Anything else (MemoryError, KeyboardInterrupt in the main
+             * thread) leaves a loop that may still run: dropping the
+             * burst would lose its wakeups.  Keep the nodes queued and
+             * the batch unscheduled, so the next post retries. */
+            PyErr_WriteUnraisable((PyObject *)b);
+            CF_BEGIN_CRITICAL(b)
+            b->scheduled = 0;
+            CF_END_CRITICAL()
         }
         Py_XDECREF(r);
     }

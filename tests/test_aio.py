@@ -594,6 +594,46 @@ def test_loop_closed_while_future_pending(loop_factory, mod, caplog):
     assert ref() is None
 
 
+def test_ext_failed_wakeup_is_retried_by_next_post(run):
+    # call_soon_threadsafe failing with other than RuntimeError leaves a
+    # running loop: the error is unraisable, and the burst stays queued
+    # for the next post instead of being dropped (a lost wakeup).
+    first, second = cfutures.Future(), cfutures.Future()
+    unraisable = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(await_it(f)) for f in (first, second)]
+        await asyncio.sleep(0.01)      # both are waiting
+        orig = loop.call_soon_threadsafe
+        fail = [1]
+
+        def flaky(*args, **kwargs):
+            if fail[0]:
+                fail[0] -= 1
+                raise ValueError("flaky")
+            return orig(*args, **kwargs)
+
+        loop.call_soon_threadsafe = flaky
+        old_hook = sys.unraisablehook
+        sys.unraisablehook = unraisable.append
+        try:
+            t = threading.Thread(target=first.set_result, args=(1,))
+            t.start()
+            t.join()
+            await asyncio.sleep(0.01)
+            assert not tasks[0].done()
+            t = threading.Thread(target=second.set_result, args=(2,))
+            t.start()
+            t.join()
+            return await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        finally:
+            sys.unraisablehook = old_hook
+            del loop.call_soon_threadsafe
+    assert run(main) == [1, 2]
+    assert [type(u.exc_value) for u in unraisable] == [ValueError]
+
+
 def test_ext_loop_closed_while_to_thread_runs(loop_factory):
     gate = threading.Event()
     ran = threading.Event()
