@@ -1497,7 +1497,8 @@ aiocall_start(cf_state *st, cf_aiocall *c)
     if (node_bind_running(st, &c->node) < 0) {
         return -1;
     }
-    c->context = PyContext_CopyCurrent();
+    /* A start that failed below (no pool) may be retried: replace. */
+    Py_XSETREF(c->context, PyContext_CopyCurrent());
     if (c->context == NULL) {
         return -1;
     }
