@@ -1838,8 +1838,14 @@ aio_shared_pool(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (st->default_pool != NULL) {
         return Py_NewRef(st->default_pool);
     }
-    if (nargs >= 1 && !PyObject_IsTrue(args[0])) {
-        Py_RETURN_NONE;
+    if (nargs >= 1) {
+        int create = PyObject_IsTrue(args[0]);
+        if (create < 0) {
+            return NULL;
+        }
+        if (!create) {
+            Py_RETURN_NONE;
+        }
     }
     /* None has no _default_executor: this makes the shared pool. */
     return pick_pool(st, Py_None);
