@@ -292,13 +292,19 @@ batch_clear(cf_batch *b)
     return 0;
 }
 
+/* The dealloc of every type here: run the finalizer if the type has one
+ * (the to_thread call), then release the references through tp_clear. */
 static void
-batch_dealloc(cf_batch *b)
+aio_dealloc(PyObject *self)
 {
-    PyTypeObject *tp = Py_TYPE(b);
-    PyObject_GC_UnTrack(b);
-    batch_clear(b);
-    tp->tp_free((PyObject *)b);
+    PyTypeObject *tp = Py_TYPE(self);
+    if (tp->tp_finalize != NULL
+        && PyObject_CallFinalizerFromDealloc(self) < 0) {
+        return;                   /* resurrected */
+    }
+    PyObject_GC_UnTrack(self);
+    (void)tp->tp_clear(self);
+    tp->tp_free(self);
     Py_DECREF(tp);
 }
 
@@ -320,7 +326,7 @@ static PyMemberDef batch_members[] = {
 
 static PyType_Slot batch_slots[] = {
     {Py_tp_doc, "The wakeups of one event loop, delivered in one call."},
-    {Py_tp_dealloc, batch_dealloc},
+    {Py_tp_dealloc, aio_dealloc},
     {Py_tp_traverse, batch_traverse},
     {Py_tp_clear, batch_clear},
     {Py_tp_repr, batch_repr},
@@ -1291,16 +1297,6 @@ awaiter_clear(cf_awaiter *aw)
     return 0;
 }
 
-static void
-awaiter_dealloc(cf_awaiter *aw)
-{
-    PyTypeObject *tp = Py_TYPE(aw);
-    PyObject_GC_UnTrack(aw);
-    awaiter_clear(aw);
-    tp->tp_free((PyObject *)aw);
-    Py_DECREF(tp);
-}
-
 static PyObject *
 awaiter_repr(cf_awaiter *aw)
 {
@@ -1346,7 +1342,7 @@ static PyMemberDef awaiter_members[] = {
 static PyType_Slot awaiter_slots[] = {
     {Py_tp_doc, "What Future.__await__ returns: the future's stand-in on "
                 "the awaiting loop."},
-    {Py_tp_dealloc, awaiter_dealloc},
+    {Py_tp_dealloc, aio_dealloc},
     {Py_tp_traverse, awaiter_traverse},
     {Py_tp_clear, awaiter_clear},
     {Py_tp_repr, awaiter_repr},
@@ -1629,19 +1625,6 @@ aiocall_finalize(PyObject *self)
     PyErr_Restore(type, value, tb);
 }
 
-static void
-aiocall_dealloc(cf_aiocall *c)
-{
-    PyTypeObject *tp = Py_TYPE(c);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) {
-        return;                   /* resurrected */
-    }
-    PyObject_GC_UnTrack(c);
-    aiocall_clear(c);
-    tp->tp_free((PyObject *)c);
-    Py_DECREF(tp);
-}
-
 static PyObject *
 aiocall_repr(cf_aiocall *c)
 {
@@ -1684,7 +1667,7 @@ static PyMemberDef aiocall_members[] = {
 static PyType_Slot aiocall_slots[] = {
     {Py_tp_doc, "A cfutures.to_thread() call: await it, gather it, or make "
                 "it a task."},
-    {Py_tp_dealloc, aiocall_dealloc},
+    {Py_tp_dealloc, aio_dealloc},
     {Py_tp_finalize, aiocall_finalize},
     {Py_tp_traverse, aiocall_traverse},
     {Py_tp_clear, aiocall_clear},
