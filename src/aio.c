@@ -965,24 +965,16 @@ convert_stop_iteration(PyObject *exc)
                                (PyTypeObject *)PyExc_StopAsyncIteration)) {
         return Py_NewRef(exc);
     }
-    PyObject *r = PyObject_CallFunction(
-        PyExc_RuntimeError, "s", Py_TYPE(exc)->tp_name);
-    if (r == NULL) {
-        return NULL;
-    }
     PyObject *msg = PyUnicode_FromFormat("%s raised by the awaited call",
                                          Py_TYPE(exc)->tp_name);
     if (msg == NULL) {
-        Py_DECREF(r);
         return NULL;
     }
-    PyObject *args = PyTuple_Pack(1, msg);
+    PyObject *r = PyObject_CallOneArg(PyExc_RuntimeError, msg);
     Py_DECREF(msg);
-    if (args == NULL) {
-        Py_DECREF(r);
+    if (r == NULL) {
         return NULL;
     }
-    Py_SETREF(((PyBaseExceptionObject *)r)->args, args);
     PyException_SetCause(r, Py_NewRef(exc));
     PyException_SetContext(r, Py_NewRef(exc));
     return r;
