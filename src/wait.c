@@ -868,10 +868,6 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     wc.nraised = 0;
     int have_event = 0;
     mw_init(&wc.mw, st, wait_on_done);
-    if (cf_event_init(&wc.mw.ev) < 0) {
-        goto exit;
-    }
-    have_event = 1;
     /* The snapshot of the cfutures futures, taken while filling. */
     if (mw_fill(&wc.mw, fs, 0) < 0) {
         goto exit;
@@ -952,6 +948,14 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             wait_on_done(&wc.mw, i, how);
         }
     }
+    /* The event is made only now that we block: nothing sets it before
+     * the call is armed, and most early returns and polls never get
+     * here. */
+    if (cf_event_init(&wc.mw.ev) < 0) {
+        wait_uninstall(&wc);
+        goto exit;
+    }
+    have_event = 1;
     wc.armed = 1;
     wait_check(&wc);
     int64_t ns;
