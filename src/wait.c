@@ -199,7 +199,9 @@ cf_how_done(cf_future *f)
 
 /* ---- the stdlib's protocol, for any other concurrent.futures.Future ---- */
 
-/* Is the state name one of CANCELLED_AND_NOTIFIED, FINISHED?  Sets *how. */
+/* Is the state name one of CANCELLED_AND_NOTIFIED, FINISHED?  Sets *how,
+ * unless `how` is NULL: then f._exception, which the stdlib's wait() and
+ * as_completed() never read, is not looked up either. */
 static int
 foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
 {
@@ -210,17 +212,19 @@ foreign_state_done(multiwait *mw, PyObject *f, PyObject *state, int *how)
         return -1;
     }
     if (r) {
-        PyObject *exc = PyObject_GetAttr(f, st->str__exception);
-        if (exc == NULL) {
-            return -1;
+        if (how != NULL) {
+            PyObject *exc = PyObject_GetAttr(f, st->str__exception);
+            if (exc == NULL) {
+                return -1;
+            }
+            *how = exc != Py_None ? HOW_EXCEPTION : HOW_RESULT;
+            Py_DECREF(exc);
         }
-        *how = exc != Py_None ? HOW_EXCEPTION : HOW_RESULT;
-        Py_DECREF(exc);
         return 1;
     }
     r = PyObject_RichCompareBool(
         state, st->state_names[CF_CANCELLED_AND_NOTIFIED], Py_EQ);
-    if (r > 0) {
+    if (r > 0 && how != NULL) {
         *how = HOW_CANCELLED;
     }
     return r;
@@ -320,7 +324,8 @@ waiters_remove(cf_state *st, PyObject *f, PyObject *w)
 }
 
 /* Under f._condition: read f._state, and install a waiter when `install`
- * and the future is not done.  1 done (and *how), 0 not done, -1 error. */
+ * and the future is not done.  1 done (and *how, if `how` is not NULL),
+ * 0 not done, -1 error. */
 static int
 foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
 {
@@ -367,8 +372,8 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
     return foreign_unlock(st, cond, done);
 }
 
-/* Start watching item i: 1 already done (nothing installed, *how set),
- * 0 installed, -1 error. */
+/* Start watching item i: 1 already done (nothing installed; *how set if
+ * `how` is not NULL), 0 installed, -1 error. */
 static int
 mw_install(multiwait *mw, Py_ssize_t i, int *how)
 {
@@ -387,7 +392,7 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
          * between them. */
         CF_BEGIN_CRITICAL(cf)
         done = cf->state >= CF_CANCELLED_AND_NOTIFIED;
-        if (done) {
+        if (done && how != NULL) {
             *how = cf_how_done(cf);
         }
         else {
@@ -868,10 +873,6 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     wc.nraised = 0;
     int have_event = 0;
     mw_init(&wc.mw, st, wait_on_done);
-    if (cf_event_init(&wc.mw.ev) < 0) {
-        goto exit;
-    }
-    have_event = 1;
     /* The snapshot of the cfutures futures, taken while filling. */
     if (mw_fill(&wc.mw, fs, 0) < 0) {
         goto exit;
@@ -894,8 +895,9 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         if (wc.mw.flags[i] & F_CF) {
             continue;
         }
-        int how;
-        int d = foreign_check(&wc.mw, i, install_now, &how);
+        /* How it ended does not matter here: the early FIRST_EXCEPTION
+         * test asks the future, as the stdlib does. */
+        int d = foreign_check(&wc.mw, i, install_now, NULL);
         if (d < 0) {
             wait_uninstall(&wc);
             goto exit;
@@ -952,6 +954,14 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             wait_on_done(&wc.mw, i, how);
         }
     }
+    /* The event is made only now that we block: nothing sets it before
+     * the call is armed, and most early returns and polls never get
+     * here. */
+    if (cf_event_init(&wc.mw.ev) < 0) {
+        wait_uninstall(&wc);
+        goto exit;
+    }
+    have_event = 1;
     wc.armed = 1;
     wait_check(&wc);
     int64_t ns;
@@ -1085,13 +1095,13 @@ ac_start(ascompleted *it)
     }
     it->total = n;
     for (i = 0; i < n; i++) {
-        int how;
-        int d = mw_install(&it->mw, i, &how);
+        /* as_completed() does not ask how a future ended. */
+        int d = mw_install(&it->mw, i, NULL);
         if (d < 0) {
             return -1;
         }
         if (d) {
-            ac_on_done(&it->mw, i, how);
+            ac_on_done(&it->mw, i, HOW_RESULT);
         }
     }
     /* The first batch: what was done when we looked. */
