@@ -1818,13 +1818,12 @@ static PyType_Spec executor_spec = {
 
 /* ---- interpreter exit and fork --------------------------------------- */
 
-/* Registered with threading._register_atexit, as thread.py's _python_exit:
- * no new work, then every worker drains its queue and is joined. */
+/* A new list of the module's pools: the callers below run code that may
+ * free a pool (a joined or dropped Thread releases the last reference),
+ * which unlinks it from the st->pools list they would be walking. */
 static PyObject *
-python_exit(PyObject *module, PyObject *unused)
+pools_snapshot(cf_state *st)
 {
-    cf_state *st = cf_get_state(module);
-    st->interp_shutdown = 1;
     PyObject *pools = PyList_New(0);
     if (pools == NULL) {
         return NULL;
@@ -1835,12 +1834,22 @@ python_exit(PyObject *module, PyObject *unused)
             return NULL;
         }
     }
+    return pools;
+}
+
+/* Registered with threading._register_atexit, as thread.py's _python_exit:
+ * no new work, then every worker drains its queue and is joined. */
+static PyObject *
+python_exit(PyObject *module, PyObject *unused)
+{
+    cf_state *st = cf_get_state(module);
+    st->interp_shutdown = 1;
+    PyObject *pools = pools_snapshot(st);
+    if (pools == NULL) {
+        return NULL;
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
-        cf_pool *p = (cf_pool *)PyList_GET_ITEM(pools, i);
-        CF_BEGIN_CRITICAL(p)
-        p->stop = 1;
-        pool_wake_all(p);
-        CF_END_CRITICAL()
+        pool_stop((cf_pool *)PyList_GET_ITEM(pools, i));
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
         if (pool_join((cf_pool *)PyList_GET_ITEM(pools, i)) < 0) {
@@ -1867,15 +1876,9 @@ after_fork_child(PyObject *module, PyObject *unused)
         p->spinner = NULL;
         p->n_returning = 0;
     }
-    PyObject *pools = PyList_New(0);
+    PyObject *pools = pools_snapshot(st);
     if (pools == NULL) {
         return NULL;
-    }
-    for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
-        if (PyList_Append(pools, (PyObject *)p) < 0) {
-            Py_DECREF(pools);
-            return NULL;
-        }
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
         cf_pool *p = (cf_pool *)PyList_GET_ITEM(pools, i);
