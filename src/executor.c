@@ -990,32 +990,32 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     }
     Py_INCREF(p);
     p->shutdown = 1;
-    if (cancel) {
+    int rc = 0;
+    while (cancel) {
         cf_item it;
-        for (;;) {
-            int got;
-            CF_BEGIN_CRITICAL(p)
-            got = pool_pop(p, &it);
-            CF_END_CRITICAL()
-            if (!got) {
-                break;
-            }
-            /* cancel() runs done callbacks: no C lock is held here. */
-            int r = cf_future_cancel((cf_future *)it.future);
-            item_clear(&it);
-            if (r < 0) {
-                pool_stop(p);
-                Py_DECREF(p);
-                return NULL;
-            }
+        int got;
+        CF_BEGIN_CRITICAL(p)
+        got = pool_pop(p, &it);
+        CF_END_CRITICAL()
+        if (!got) {
+            break;
+        }
+        /* cancel() runs done callbacks: no C lock is held here. */
+        rc = cf_future_cancel((cf_future *)it.future);
+        item_clear(&it);
+        if (rc < 0) {
+            break;
         }
     }
+    /* Stopped even after a failed cancel: the workers run what is left. */
     pool_stop(p);
-    if (wait && pool_join(p) < 0) {
-        Py_DECREF(p);
-        return NULL;
+    if (rc >= 0 && wait) {
+        rc = pool_join(p);
     }
     Py_DECREF(p);
+    if (rc < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
