@@ -765,7 +765,11 @@ get_pool(cf_executor *ex)
 static int
 start_worker(cf_executor *ex, cf_pool *p)
 {
+    int rc = -1;
     cf_state *st = p->st;
+    /* Owned: formatting the name may run a prefix's __str__, which may
+     * re-run __init__ and so drop the executor's reference to p. */
+    Py_INCREF(p);
     Py_ssize_t index = PySet_GET_SIZE(p->threads) + p->n_starting;
     /* Counted from here, not just around start(): formatting the name and
      * constructing the Thread run Python code that may switch threads, and
@@ -774,13 +778,13 @@ start_worker(cf_executor *ex, cf_pool *p)
      * item just queued not yet run.  It also keeps a concurrent submit
      * below max_workers. */
     p->n_starting++;
-    PyObject *name = PyUnicode_FromFormat("%S_%zd", ex->prefix, index);
+    PyObject *name = NULL, *target = NULL, *targs = NULL, *kw = NULL;
+    PyObject *t = NULL;
+    name = PyUnicode_FromFormat("%S_%zd", ex->prefix, index);
     if (name == NULL) {
-        p->n_starting--;
-        return -1;
+        goto error;
     }
-    PyObject *target = getattr_i((PyObject *)p, "_worker");
-    PyObject *targs = NULL, *kw = NULL, *t = NULL;
+    target = getattr_i((PyObject *)p, "_worker");
     if (target == NULL) {
         goto error;
     }
@@ -810,24 +814,20 @@ start_worker(cf_executor *ex, cf_pool *p)
      * the thread in one or the other. */
     int added = PySet_Add(p->threads, t);
     p->n_starting--;
-    if (added < 0) {
-        goto error_counted;
+    if (added == 0) {
+        rc = 0;
     }
-    Py_DECREF(t);
-    Py_DECREF(kw);
-    Py_DECREF(targs);
-    Py_DECREF(target);
-    Py_DECREF(name);
-    return 0;
+    goto done;
 error:
     p->n_starting--;
-error_counted:
+done:
     Py_XDECREF(t);
     Py_XDECREF(kw);
     Py_XDECREF(targs);
     Py_XDECREF(target);
-    Py_DECREF(name);
-    return -1;
+    Py_XDECREF(name);
+    Py_DECREF(p);
+    return rc;
 }
 
 /* Queue fn(*args, **kwargs); args is a tuple or NULL (or, with single,
@@ -846,6 +846,13 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs,
      * the pool down, so the checks below see the state the push sees. */
     PyObject *fut = cf_future_new(st);
     if (fut == NULL) {
+        goto error;
+    }
+    /* Read again: that code may also have re-run __init__, which replaces
+     * (and may free) the pool. */
+    p = get_pool(ex);
+    if (p == NULL) {
+        Py_DECREF(fut);
         goto error;
     }
     if (p->broken != NULL) {
