@@ -1629,7 +1629,10 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
     Py_ssize_t n;
     if (PyFloat_Check(mw)) {
         double d = PyFloat_AS_DOUBLE(mw);
-        n = d > 1e9 ? 1000000000 : (Py_ssize_t)d + ((Py_ssize_t)d < d);
+        /* NaN passed the check above; the stdlib's `len(...) < nan` never
+         * holds, so no thread (and converting NaN would be undefined). */
+        n = d != d ? 0
+            : d > 1e9 ? 1000000000 : (Py_ssize_t)d + ((Py_ssize_t)d < d);
     }
     else {
         PyObject *idx = PyNumber_Index(mw);
