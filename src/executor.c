@@ -972,8 +972,13 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     }
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(key, kwlist[0]) == 0
-            && nargs == 0) {
+        if (PyUnicode_CompareWithASCIIString(key, kwlist[0]) == 0) {
+            if (nargs == 1) {
+                PyErr_SetString(PyExc_TypeError,
+                                "ThreadPoolExecutor.shutdown() got multiple "
+                                "values for argument 'wait'");
+                return NULL;
+            }
             wait_o = args[nargs + i];
         }
         else if (PyUnicode_CompareWithASCIIString(key, kwlist[1]) == 0) {
@@ -1420,8 +1425,14 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
         else if (PyUnicode_CompareWithASCIIString(key, "buffersize") == 0) {
             buffersize_o = args[nargs + i];
         }
-        else if (PyUnicode_CompareWithASCIIString(key, "fn") == 0
-                 && nargs == 0) {
+        else if (PyUnicode_CompareWithASCIIString(key, "fn") == 0) {
+            if (nargs > 0) {
+                /* As the stdlib, whose map is Executor's. */
+                PyErr_SetString(PyExc_TypeError,
+                                "Executor.map() got multiple values for "
+                                "argument 'fn'");
+                return NULL;
+            }
             fn_kw = args[nargs + i];
         }
         else if (PyUnicode_CompareWithASCIIString(key, "chunksize") != 0) {

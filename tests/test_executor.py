@@ -1115,3 +1115,14 @@ def test_ext_prefix_str_reinitialising_executor_during_submit():
     assert ex._thread_name_prefix == "again"
     assert ex.submit(pow, 2, 4).result(timeout=10) == 16
     ex.shutdown()
+
+
+def test_argument_given_twice_messages(mod):
+    e = mod.ThreadPoolExecutor(1)
+    with pytest.raises(TypeError, match=r"^ThreadPoolExecutor\.shutdown\(\) "
+                       r"got multiple values for argument 'wait'$"):
+        e.shutdown(True, wait=True)
+    with pytest.raises(TypeError, match=r"^Executor\.map\(\) got multiple "
+                       r"values for argument 'fn'$"):
+        e.map(abs, [1], fn=abs)
+    e.shutdown()
