@@ -765,7 +765,11 @@ get_pool(cf_executor *ex)
 static int
 start_worker(cf_executor *ex, cf_pool *p)
 {
+    int rc = -1;
     cf_state *st = p->st;
+    /* Owned: formatting the name may run a prefix's __str__, which may
+     * re-run __init__ and so drop the executor's reference to p. */
+    Py_INCREF(p);
     Py_ssize_t index = PySet_GET_SIZE(p->threads) + p->n_starting;
     /* Counted from here, not just around start(): formatting the name and
      * constructing the Thread run Python code that may switch threads, and
@@ -774,13 +778,13 @@ start_worker(cf_executor *ex, cf_pool *p)
      * item just queued not yet run.  It also keeps a concurrent submit
      * below max_workers. */
     p->n_starting++;
-    PyObject *name = PyUnicode_FromFormat("%S_%zd", ex->prefix, index);
+    PyObject *name = NULL, *target = NULL, *targs = NULL, *kw = NULL;
+    PyObject *t = NULL;
+    name = PyUnicode_FromFormat("%S_%zd", ex->prefix, index);
     if (name == NULL) {
-        p->n_starting--;
-        return -1;
+        goto error;
     }
-    PyObject *target = getattr_i((PyObject *)p, "_worker");
-    PyObject *targs = NULL, *kw = NULL, *t = NULL;
+    target = getattr_i((PyObject *)p, "_worker");
     if (target == NULL) {
         goto error;
     }
@@ -810,24 +814,20 @@ start_worker(cf_executor *ex, cf_pool *p)
      * the thread in one or the other. */
     int added = PySet_Add(p->threads, t);
     p->n_starting--;
-    if (added < 0) {
-        goto error_counted;
+    if (added == 0) {
+        rc = 0;
     }
-    Py_DECREF(t);
-    Py_DECREF(kw);
-    Py_DECREF(targs);
-    Py_DECREF(target);
-    Py_DECREF(name);
-    return 0;
+    goto done;
 error:
     p->n_starting--;
-error_counted:
+done:
     Py_XDECREF(t);
     Py_XDECREF(kw);
     Py_XDECREF(targs);
     Py_XDECREF(target);
-    Py_DECREF(name);
-    return -1;
+    Py_XDECREF(name);
+    Py_DECREF(p);
+    return rc;
 }
 
 /* Queue fn(*args, **kwargs); args is a tuple or NULL (or, with single,
@@ -846,6 +846,13 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs,
      * the pool down, so the checks below see the state the push sees. */
     PyObject *fut = cf_future_new(st);
     if (fut == NULL) {
+        goto error;
+    }
+    /* Read again: that code may also have re-run __init__, which replaces
+     * (and may free) the pool. */
+    p = get_pool(ex);
+    if (p == NULL) {
+        Py_DECREF(fut);
         goto error;
     }
     if (p->broken != NULL) {
@@ -965,8 +972,13 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     }
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        if (PyUnicode_CompareWithASCIIString(key, kwlist[0]) == 0
-            && nargs == 0) {
+        if (PyUnicode_CompareWithASCIIString(key, kwlist[0]) == 0) {
+            if (nargs == 1) {
+                PyErr_SetString(PyExc_TypeError,
+                                "ThreadPoolExecutor.shutdown() got multiple "
+                                "values for argument 'wait'");
+                return NULL;
+            }
             wait_o = args[nargs + i];
         }
         else if (PyUnicode_CompareWithASCIIString(key, kwlist[1]) == 0) {
@@ -990,32 +1002,32 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     }
     Py_INCREF(p);
     p->shutdown = 1;
-    if (cancel) {
+    int rc = 0;
+    while (cancel) {
         cf_item it;
-        for (;;) {
-            int got;
-            CF_BEGIN_CRITICAL(p)
-            got = pool_pop(p, &it);
-            CF_END_CRITICAL()
-            if (!got) {
-                break;
-            }
-            /* cancel() runs done callbacks: no C lock is held here. */
-            int r = cf_future_cancel((cf_future *)it.future);
-            item_clear(&it);
-            if (r < 0) {
-                pool_stop(p);
-                Py_DECREF(p);
-                return NULL;
-            }
+        int got;
+        CF_BEGIN_CRITICAL(p)
+        got = pool_pop(p, &it);
+        CF_END_CRITICAL()
+        if (!got) {
+            break;
+        }
+        /* cancel() runs done callbacks: no C lock is held here. */
+        rc = cf_future_cancel((cf_future *)it.future);
+        item_clear(&it);
+        if (rc < 0) {
+            break;
         }
     }
+    /* Stopped even after a failed cancel: the workers run what is left. */
     pool_stop(p);
-    if (wait && pool_join(p) < 0) {
-        Py_DECREF(p);
-        return NULL;
+    if (rc >= 0 && wait) {
+        rc = pool_join(p);
     }
     Py_DECREF(p);
+    if (rc < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1413,8 +1425,14 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
         else if (PyUnicode_CompareWithASCIIString(key, "buffersize") == 0) {
             buffersize_o = args[nargs + i];
         }
-        else if (PyUnicode_CompareWithASCIIString(key, "fn") == 0
-                 && nargs == 0) {
+        else if (PyUnicode_CompareWithASCIIString(key, "fn") == 0) {
+            if (nargs > 0) {
+                /* As the stdlib, whose map is Executor's. */
+                PyErr_SetString(PyExc_TypeError,
+                                "Executor.map() got multiple values for "
+                                "argument 'fn'");
+                return NULL;
+            }
             fn_kw = args[nargs + i];
         }
         else if (PyUnicode_CompareWithASCIIString(key, "chunksize") != 0) {
@@ -1622,7 +1640,10 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
     Py_ssize_t n;
     if (PyFloat_Check(mw)) {
         double d = PyFloat_AS_DOUBLE(mw);
-        n = d > 1e9 ? 1000000000 : (Py_ssize_t)d + ((Py_ssize_t)d < d);
+        /* NaN passed the check above; the stdlib's `len(...) < nan` never
+         * holds, so no thread (and converting NaN would be undefined). */
+        n = d != d ? 0
+            : d > 1e9 ? 1000000000 : (Py_ssize_t)d + ((Py_ssize_t)d < d);
     }
     else {
         PyObject *idx = PyNumber_Index(mw);
@@ -1818,13 +1839,12 @@ static PyType_Spec executor_spec = {
 
 /* ---- interpreter exit and fork --------------------------------------- */
 
-/* Registered with threading._register_atexit, as thread.py's _python_exit:
- * no new work, then every worker drains its queue and is joined. */
+/* A new list of the module's pools: the callers below run code that may
+ * free a pool (a joined or dropped Thread releases the last reference),
+ * which unlinks it from the st->pools list they would be walking. */
 static PyObject *
-python_exit(PyObject *module, PyObject *unused)
+pools_snapshot(cf_state *st)
 {
-    cf_state *st = cf_get_state(module);
-    st->interp_shutdown = 1;
     PyObject *pools = PyList_New(0);
     if (pools == NULL) {
         return NULL;
@@ -1835,12 +1855,22 @@ python_exit(PyObject *module, PyObject *unused)
             return NULL;
         }
     }
+    return pools;
+}
+
+/* Registered with threading._register_atexit, as thread.py's _python_exit:
+ * no new work, then every worker drains its queue and is joined. */
+static PyObject *
+python_exit(PyObject *module, PyObject *unused)
+{
+    cf_state *st = cf_get_state(module);
+    st->interp_shutdown = 1;
+    PyObject *pools = pools_snapshot(st);
+    if (pools == NULL) {
+        return NULL;
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
-        cf_pool *p = (cf_pool *)PyList_GET_ITEM(pools, i);
-        CF_BEGIN_CRITICAL(p)
-        p->stop = 1;
-        pool_wake_all(p);
-        CF_END_CRITICAL()
+        pool_stop((cf_pool *)PyList_GET_ITEM(pools, i));
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
         if (pool_join((cf_pool *)PyList_GET_ITEM(pools, i)) < 0) {
@@ -1867,15 +1897,9 @@ after_fork_child(PyObject *module, PyObject *unused)
         p->spinner = NULL;
         p->n_returning = 0;
     }
-    PyObject *pools = PyList_New(0);
+    PyObject *pools = pools_snapshot(st);
     if (pools == NULL) {
         return NULL;
-    }
-    for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
-        if (PyList_Append(pools, (PyObject *)p) < 0) {
-            Py_DECREF(pools);
-            return NULL;
-        }
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
         cf_pool *p = (cf_pool *)PyList_GET_ITEM(pools, i);

@@ -1095,3 +1095,34 @@ def test_ctrl_c_interrupts_shutdown_wait(modname):
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["interrupted", "True"]
+
+
+@pytest.mark.timeout(30)
+def test_ext_prefix_str_reinitialising_executor_during_submit():
+    # Not on the oracle: there the thread started serves the new queue and
+    # the future on the old one never runs.  Here the old pool (stopped by
+    # the second __init__) runs it; it used to be freed under submit.
+    ex = None
+
+    class Prefix:
+        def __str__(self):
+            ex.__init__(thread_name_prefix="again")
+            return "prefix"
+
+    ex = cfutures.ThreadPoolExecutor(thread_name_prefix=Prefix())
+    f = ex.submit(pow, 2, 3)
+    assert f.result(timeout=10) == 8
+    assert ex._thread_name_prefix == "again"
+    assert ex.submit(pow, 2, 4).result(timeout=10) == 16
+    ex.shutdown()
+
+
+def test_argument_given_twice_messages(mod):
+    e = mod.ThreadPoolExecutor(1)
+    with pytest.raises(TypeError, match=r"^ThreadPoolExecutor\.shutdown\(\) "
+                       r"got multiple values for argument 'wait'$"):
+        e.shutdown(True, wait=True)
+    with pytest.raises(TypeError, match=r"^Executor\.map\(\) got multiple "
+                       r"values for argument 'fn'$"):
+        e.map(abs, [1], fn=abs)
+    e.shutdown()
