@@ -29,6 +29,7 @@
  */
 #include "cfutures.h"
 
+#include <sched.h>
 #include <structmember.h>
 
 /* ---- the loop-side future: shared header ----------------------------- */
@@ -63,6 +64,12 @@ struct cf_batch {
     cf_aionode *head;             /* queued nodes, strong references */
     cf_aionode *tail;
     int scheduled;                /* a flush is on its way to the loop */
+    /* For the loop-side spin of to_thread calls (aiocall_spin); read and
+     * written with the GIL held: */
+    PyObject *ready;              /* loop._ready (asyncio), or NULL */
+    Py_ssize_t calls_running;     /* submitted calls not yet run */
+    int spin_skip;                /* spins still to skip after a miss */
+    int spin_backoff;             /* spins to skip after the next miss */
 };
 
 /* Import what the bridge needs from asyncio on first use, so importing
@@ -278,6 +285,7 @@ batch_traverse(cf_batch *b, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(b));
     Py_VISIT(b->loop_ref);
+    Py_VISIT(b->ready);
     for (cf_aionode *n = b->head; n != NULL; n = n->next) {
         Py_VISIT(n);
     }
@@ -288,6 +296,7 @@ static int
 batch_clear(cf_batch *b)
 {
     Py_CLEAR(b->loop_ref);
+    Py_CLEAR(b->ready);
     release_nodes(batch_take(b));
     return 0;
 }
@@ -370,6 +379,9 @@ get_batch(cf_state *st, PyObject *loop)
     b->thread_id = PyThread_get_thread_ident();
     b->head = b->tail = NULL;
     b->scheduled = 0;
+    b->ready = NULL;
+    b->calls_running = 0;
+    b->spin_skip = b->spin_backoff = 0;
     /* Weak: the cache must not keep a finished loop alive.  Bound nodes
      * hold their loop, so it outlives their wakeups. */
     b->loop_ref = PyWeakref_NewRef(loop, NULL);
@@ -381,6 +393,12 @@ get_batch(cf_state *st, PyObject *loop)
     }
     PyObject_GC_Track(b);
     if (b->loop_ref == NULL) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    /* asyncio's ready queue tells whether the loop has other work to do
+     * right now; uvloop has none to read. */
+    if (_PyObject_LookupAttr(loop, st->str__ready, &b->ready) < 0) {
         Py_DECREF(b);
         return NULL;
     }
@@ -645,7 +663,7 @@ node_get_loop(PyObject *self, PyObject *unused)
     return Py_NewRef(n->loop);
 }
 
-static int node_start(cf_state *st, cf_aionode *n);
+static int node_start(cf_state *st, cf_aionode *n, int may_spin);
 
 /* add_done_callback(fn, *, context=None) */
 static PyObject *
@@ -673,7 +691,7 @@ node_add_done_callback(PyObject *self, PyObject *const *args,
         ctx = args[1];
     }
     PyObject *fn = args[0];
-    if (node_bind_running(st, n) < 0 || node_start(st, n) < 0) {
+    if (node_bind_running(st, n) < 0 || node_start(st, n, 0) < 0) {
         return NULL;
     }
     if (n->lstate != LS_PENDING) {
@@ -872,7 +890,7 @@ node_get_blocking(PyObject *self, void *closure)
         }
         int rc = node_bind(st, n, loop);
         Py_DECREF(loop);
-        if (rc < 0 || node_start(st, n) < 0) {
+        if (rc < 0 || node_start(st, n, 0) < 0) {
             return NULL;
         }
         return PyBool_FromLong(n->blocking);
@@ -998,7 +1016,7 @@ node_send_impl(cf_aionode *n, PyObject **presult)
     cf_state *st = PyType_GetModuleState(Py_TYPE(n));
     *presult = NULL;
     if (n->lstate == LS_PENDING) {
-        if (node_start(st, n) < 0) {
+        if (node_start(st, n, 1) < 0) {
             return PYGEN_ERROR;
         }
     }
@@ -1372,9 +1390,32 @@ typedef struct {
     PyObject *exception;
     PyObject *pool_future;    /* what pool.submit() returned, to cancel */
     Py_ssize_t nargs;
+    int handoff;              /* HANDOFF_*: atomic (see aiocall_spin) */
     unsigned char submitted;
     unsigned char retrieved;  /* the exception was delivered or read */
+    unsigned char running;    /* counted in batch->calls_running */
 } cf_aiocall;
+
+/* Who delivers a finished call to the loop: the worker through the batch
+ * (NONE), or, while the loop thread polls for it (SPIN), the loop thread
+ * itself once the worker marks it DONE. */
+enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
+
+/* How long a loop thread with nothing else to do polls for the outcome of
+ * the to_thread call it just submitted, before it yields to the loop. */
+#define CF_AIO_SPIN_NS 30000
+/* After a poll that missed, skip 1, 3, 7, ... up to this many polls. */
+#define CF_AIO_SPIN_MAX_BACKOFF 63
+
+/* The call no longer waits for a worker: uncount it. */
+static void
+aiocall_not_running(cf_aiocall *c)
+{
+    if (c->running) {
+        c->running = 0;
+        c->node.batch->calls_running--;
+    }
+}
 
 /* Run by a pool worker: fn(*args, **kwargs) in the copied context. */
 static PyObject *
@@ -1419,7 +1460,12 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     Py_XDECREF(kwnames);
     Py_DECREF(ctx);
     cf_worker_returning();      /* no need to wake another worker */
-    batch_post(&c->node);
+    aiocall_not_running(c);
+    int spinning = HANDOFF_SPIN;
+    if (!__atomic_compare_exchange_n(&c->handoff, &spinning, HANDOFF_DONE,
+                                     0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        batch_post(&c->node);
+    }
     Py_RETURN_NONE;
 }
 
@@ -1473,11 +1519,79 @@ pick_pool(cf_state *st, PyObject *loop)
     return pool;
 }
 
-/* Submit the call (bound to a running loop) to its pool.  A failing
- * submit (a pool shut down) becomes the call's exception, as with
- * run_in_executor inside asyncio.to_thread. */
+/* Whether the loop thread should poll for the call it is about to
+ * submit: only when nothing else could use the loop meanwhile (no other
+ * call of ours pending on it, asyncio's ready queue empty), and not right
+ * after polls that missed (calls that take longer than a poll). */
 static int
-aiocall_start(cf_state *st, cf_aiocall *c)
+aiocall_spin_worthwhile(cf_batch *b)
+{
+    if (b->calls_running > 0) {
+        return 0;
+    }
+    if (b->spin_skip > 0) {
+        b->spin_skip--;
+        return 0;
+    }
+    if (b->ready != NULL) {
+        Py_ssize_t n = PyObject_Length(b->ready);
+        if (n != 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* One to_thread call at a time is the common case (`await to_thread(f)`
+ * in a loop with nothing else to do), and there a noop's latency is two
+ * thread wakeups: the worker's and, far costlier on a VM, the loop's from
+ * its selector (measured 60-200 us when the other vCPU sleeps).  So the
+ * loop thread, with the GIL released, polls for up to CF_AIO_SPIN_NS, as
+ * Future.result() does, and a worker that finishes in time hands the
+ * outcome over directly: no call_soon_threadsafe, no selector wakeup, no
+ * yield to the loop.  The loop is held up no longer than a callback of
+ * that length would.  1 if the call is done. */
+static int
+aiocall_spin(cf_aiocall *c)
+{
+    cf_batch *b = c->node.batch;
+    int64_t t0 = cf_monotonic_ns();
+    int done;
+    Py_BEGIN_ALLOW_THREADS
+    while (!(done = __atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE)
+                    == HANDOFF_DONE)
+           && cf_monotonic_ns() - t0 < CF_AIO_SPIN_NS) {
+        sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+    if (!done) {
+        /* Too late for the handoff: the worker posts to the batch. */
+        int spinning = HANDOFF_SPIN;
+        done = !__atomic_compare_exchange_n(&c->handoff, &spinning,
+                                            HANDOFF_NONE, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE);
+    }
+    if (done) {
+        b->spin_backoff = 0;
+    }
+    else {
+        b->spin_backoff = b->spin_backoff * 2 + 1;
+        if (b->spin_backoff > CF_AIO_SPIN_MAX_BACKOFF) {
+            b->spin_backoff = CF_AIO_SPIN_MAX_BACKOFF;
+        }
+        b->spin_skip = b->spin_backoff;
+    }
+    return done;
+}
+
+/* Submit the call (bound to a running loop) to its pool; with `may_spin`
+ * (a Task's first step, about to yield to the loop) maybe poll for its
+ * outcome (aiocall_spin).  A failing submit (a pool shut down) becomes
+ * the call's exception, as with run_in_executor inside
+ * asyncio.to_thread. */
+static int
+aiocall_start(cf_state *st, cf_aiocall *c, int may_spin)
 {
     if (c->submitted) {
         return 0;
@@ -1494,12 +1608,20 @@ aiocall_start(cf_state *st, cf_aiocall *c)
     if (pool == NULL) {
         return -1;
     }
+    cf_batch *b = c->node.batch;
+    int spin = may_spin && aiocall_spin_worthwhile(b);
     c->submitted = 1;
+    /* Set before submit, which may switch threads (a new worker). */
+    c->handoff = spin ? HANDOFF_SPIN : HANDOFF_NONE;
+    c->running = 1;
+    b->calls_running++;
     PyObject *args[2] = {pool, (PyObject *)c};
     PyObject *pf = PyObject_VectorcallMethod(
         st->str_submit, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(pool);
     if (pf == NULL) {
+        aiocall_not_running(c);
+        c->handoff = HANDOFF_NONE;
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;
         }
@@ -1520,6 +1642,9 @@ aiocall_start(cf_state *st, cf_aiocall *c)
         return 0;
     }
     Py_XSETREF(c->pool_future, pf);
+    if (spin && aiocall_spin(c)) {
+        node_complete(st, &c->node);
+    }
     return 0;
 }
 
@@ -1560,6 +1685,7 @@ aiocall_traverse(cf_aiocall *c, visitproc visit, void *arg)
 static int
 aiocall_clear(cf_aiocall *c)
 {
+    aiocall_not_running(c);
     node_clear(&c->node);
     Py_CLEAR(c->callargs);
     Py_CLEAR(c->kwnames);
@@ -1687,7 +1813,7 @@ static PyType_Spec aiocall_spec = {
 /* ---- the kind-specific dispatch ------------------------------------- */
 
 static int
-node_start(cf_state *st, cf_aionode *n)
+node_start(cf_state *st, cf_aionode *n, int may_spin)
 {
     if (n->lstate != LS_PENDING) {
         return 0;
@@ -1695,7 +1821,7 @@ node_start(cf_state *st, cf_aionode *n)
     if (n->kind == NODE_AWAITER) {
         return awaiter_start(st, (cf_awaiter *)n);
     }
-    return aiocall_start(st, (cf_aiocall *)n);
+    return aiocall_start(st, (cf_aiocall *)n, may_spin);
 }
 
 static PyObject *
@@ -1780,8 +1906,10 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->exception = NULL;
     c->pool_future = NULL;
     c->nargs = nargs - 1;
+    c->handoff = HANDOFF_NONE;
     c->submitted = 0;
     c->retrieved = 0;
+    c->running = 0;
     PyObject_GC_Track(c);
     /* Lazy, as asyncio.to_thread's coroutine: bound to the running loop
      * and submitted on first use (node_start: a Task's first step,
@@ -1871,6 +1999,7 @@ cf_aio_setup(PyObject *module, cf_state *st)
     INTERN(str_call_soon, "call_soon");
     INTERN(str_submit, "submit");
     INTERN(str_default_executor, "_default_executor");
+    INTERN(str__ready, "_ready");
 #undef INTERN
     st->context_kwnames = Py_BuildValue("(s)", "context");
     if (st->context_kwnames == NULL) {

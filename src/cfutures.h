@@ -63,6 +63,7 @@ typedef struct {
     PyObject *str_submit;
     PyObject *str_default_executor;
     PyObject *context_kwnames;        /* ("context",) */
+    PyObject *str__ready;
 
     /* executor.c: ThreadPoolExecutor */
     PyObject *executor_submit_descr;  /* our submit, to spot overrides */

@@ -1002,6 +1002,82 @@ def test_to_thread_many_concurrent_loops(loop_factory, to_thread):
     assert sorted(out) == [4950, 4951, 4952]
 
 
+def _busy(seconds, value):
+    # Holds the GIL, as pure-Python work does.
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    if isinstance(value, BaseException):
+        raise value
+    return value
+
+
+@pytest.mark.timeout(60)
+def test_to_thread_one_at_a_time_around_the_poll_window(loop_factory,
+                                                       to_thread):
+    # Calls awaited one by one, lasting from nothing to well past the few
+    # tens of microseconds a loop thread may poll for a call it just
+    # submitted: every outcome arrives once, by whichever way it came,
+    # in several loops at once.
+    durations = [0, 0, 5e-6, 20e-6, 28e-6, 30e-6, 35e-6, 60e-6, 2e-4]
+    errors, totals = [], []
+
+    def in_thread(k):
+        async def main():
+            total = 0
+            for i in range(300):
+                d = durations[(i * 7 + k) % len(durations)]
+                if i % 5 == 0:
+                    with pytest.raises(KeyError) as info:
+                        await to_thread(_busy, d, KeyError(i))
+                    assert info.value.args == (i,)
+                elif i % 5 == 1:
+                    assert await to_thread(time.sleep, d / 2) is None
+                else:
+                    assert await to_thread(_busy, d, value=i) == i
+                    total += i
+            return total
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as r:
+                totals.append(r.run(main()))
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=in_thread, args=(k,))
+               for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    assert errors == []
+    expected = sum(i for i in range(300) if i % 5 > 1)
+    assert totals == [expected] * 3
+
+
+@pytest.mark.timeout(30)
+def test_to_thread_waiting_on_the_loop_does_not_deadlock(run, to_thread):
+    # The call can only finish once the loop runs something else: a
+    # ready callback, a timer, another task.  A loop thread that polled
+    # for the call without bound would hang here.
+    async def main():
+        loop = asyncio.get_running_loop()
+        for _ in range(20):
+            ev = threading.Event()
+            loop.call_soon(ev.set)
+            assert await to_thread(ev.wait, 10) is True
+            ev = threading.Event()
+            loop.call_later(0.001, ev.set)
+            assert await to_thread(ev.wait, 10) is True
+            ev = threading.Event()
+
+            async def setter():
+                ev.set()
+            task = asyncio.ensure_future(setter())
+            assert await to_thread(ev.wait, 10) is True
+            await task
+    run(main)
+
+
 def test_ext_to_thread_stop_iteration_becomes_runtime_error(run):
     def f():
         raise StopIteration(5)
