@@ -37,7 +37,7 @@
 typedef struct cf_batch cf_batch;
 
 enum { LS_PENDING, LS_DONE, LS_CANCELLED };
-enum { NODE_AWAITER, NODE_CALL };
+enum { NODE_AWAITER, NODE_CALL, NODE_LOOPCALL };
 
 typedef struct cf_aionode {
     PyObject_HEAD
@@ -502,6 +502,8 @@ schedule_callbacks(cf_state *st, cf_aionode *n)
 }
 
 static int awaiter_source_cancelled(cf_aionode *n);
+static void loopcall_schedule(cf_state *st, cf_aionode *n);
+static int loopcall_run(cf_state *st, cf_aionode *n);
 
 /* On the loop thread: the node's outcome is ready; mark it done. */
 static void
@@ -510,12 +512,19 @@ node_complete(cf_state *st, cf_aionode *n)
     if (n->lstate != LS_PENDING) {
         return;                   /* cancelled by its awaiter meanwhile */
     }
+    if (n->kind == NODE_LOOPCALL) {
+        loopcall_schedule(st, n);
+        return;
+    }
     /* As wrap_future: a cancelled cfutures future cancels the bridge. */
     n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
     if (schedule_callbacks(st, n) < 0) {
         PyErr_WriteUnraisable((PyObject *)n);
     }
 }
+
+static int report_callback_error(cf_aionode *n, PyObject *cb,
+                                 PyObject *future);
 
 /* Run one done-callback now, in its context, as a Handle would: an
  * Exception goes to the loop's exception handler; SystemExit and
@@ -540,10 +549,20 @@ run_callback_now(cf_state *st, cf_aionode *n, PyObject *cb, PyObject *ctx)
         Py_DECREF(r);
         return 0;
     }
+    return report_callback_error(n, cb, (PyObject *)n);
+}
+
+/* A done-callback `cb` of n raised: as a Handle, let SystemExit and
+ * KeyboardInterrupt propagate (-1) and give anything else to the loop's
+ * exception handler (0). */
+static int
+report_callback_error(cf_aionode *n, PyObject *cb, PyObject *future)
+{
     if (PyErr_ExceptionMatches(PyExc_SystemExit)
         || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         return -1;
     }
+    PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL) {
@@ -552,13 +571,17 @@ run_callback_now(cf_state *st, cf_aionode *n, PyObject *cb, PyObject *ctx)
     Py_XDECREF(type);
     Py_XDECREF(tb);
     PyObject *context = Py_BuildValue(
-        "{s:N,s:O,s:O}", "message",
+        "{s:N,s:O}", "message",
         PyUnicode_FromFormat("Exception in callback %R", cb),
-        "exception", value, "future", (PyObject *)n);
+        "exception", value);
+    if (context != NULL && future != NULL
+        && PyDict_SetItemString(context, "future", future) < 0) {
+        Py_CLEAR(context);
+    }
     Py_DECREF(value);
     if (context != NULL) {
-        r = PyObject_CallMethod(n->loop, "call_exception_handler", "O",
-                                context);
+        PyObject *r = PyObject_CallMethod(n->loop, "call_exception_handler",
+                                          "O", context);
         Py_DECREF(context);
         Py_XDECREF(r);
     }
@@ -578,6 +601,9 @@ node_complete_now(cf_state *st, cf_aionode *n)
 {
     if (n->lstate != LS_PENDING) {
         return 0;
+    }
+    if (n->kind == NODE_LOOPCALL) {
+        return loopcall_run(st, n);
     }
     n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
     PyObject *cb0 = n->cb0, *ctx0 = n->ctx0, *cbs = n->cbs;
@@ -1257,9 +1283,9 @@ awaiter_outcome(cf_awaiter *aw)
     return cf_future_get_result(f);
 }
 
-/* Called by the future when it completes: post the wakeup. */
+/* The done-callback of the awaiter and of a loop call: post the node. */
 static PyObject *
-awaiter_callback(PyObject *self, PyObject *const *args, size_t nargsf,
+post_callback(PyObject *self, PyObject *const *args, size_t nargsf,
                  PyObject *kwnames)
 {
     batch_post((cf_aionode *)self);
@@ -1327,7 +1353,7 @@ cf_future_await(PyObject *self)
     if (aw == NULL) {
         return NULL;
     }
-    node_init(&aw->node, awaiter_callback, NODE_AWAITER);
+    node_init(&aw->node, post_callback, NODE_AWAITER);
     aw->future = (cf_future *)Py_NewRef(self);
     aw->registered = 0;
     PyObject_GC_Track(aw);
@@ -1375,6 +1401,135 @@ static PyType_Spec awaiter_spec = {
              | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = awaiter_slots,
 };
+
+/* ---- loop calls ----------------------------------------------------- */
+
+/* A done-callback for a cfutures future that runs fn(*args) on a loop,
+ * posted through the loop's batch: what asyncio's own callbacks that
+ * only hand the outcome to a loop become (asyncio_callbacks.c). */
+typedef struct {
+    cf_aionode node;
+    PyObject *fn;
+    PyObject *args;           /* a tuple; both NULL once run */
+} cf_loopcall;
+
+/* In the flush: run it now, as its Handle would have run. */
+static int
+loopcall_run(cf_state *st, cf_aionode *n)
+{
+    cf_loopcall *lc = (cf_loopcall *)n;
+    n->lstate = LS_DONE;
+    PyObject *fn = lc->fn, *args = lc->args;
+    lc->fn = lc->args = NULL;
+    PyObject *r = PyObject_Call(fn, args, NULL);
+    int rc = 0;
+    if (r == NULL) {
+        rc = report_callback_error(n, fn, NULL);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(fn);
+    Py_DECREF(args);
+    return rc;
+}
+
+/* Finished on the loop's own thread, or deferred by a flush that raised:
+ * loop.call_soon(fn, *args). */
+static void
+loopcall_schedule(cf_state *st, cf_aionode *n)
+{
+    cf_loopcall *lc = (cf_loopcall *)n;
+    n->lstate = LS_DONE;
+    PyObject *fn = lc->fn, *args = lc->args;
+    lc->fn = lc->args = NULL;
+    PyObject *r = NULL;
+    PyObject *callargs = PyTuple_New(PyTuple_GET_SIZE(args) + 1);
+    if (callargs != NULL) {
+        PyTuple_SET_ITEM(callargs, 0, fn);
+        fn = NULL;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+            PyTuple_SET_ITEM(callargs, i + 1,
+                             Py_NewRef(PyTuple_GET_ITEM(args, i)));
+        }
+        PyObject *call_soon = PyObject_GetAttr(n->loop, st->str_call_soon);
+        if (call_soon != NULL) {
+            r = PyObject_Call(call_soon, callargs, NULL);
+            Py_DECREF(call_soon);
+        }
+        Py_DECREF(callargs);
+    }
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)n);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(fn);
+    Py_DECREF(args);
+}
+
+static int
+loopcall_traverse(cf_loopcall *lc, visitproc visit, void *arg)
+{
+    Py_VISIT(lc->fn);
+    Py_VISIT(lc->args);
+    return node_traverse(&lc->node, visit, arg);
+}
+
+static int
+loopcall_clear(cf_loopcall *lc)
+{
+    node_clear(&lc->node);
+    Py_CLEAR(lc->fn);
+    Py_CLEAR(lc->args);
+    return 0;
+}
+
+static PyMemberDef loopcall_members[] = {
+    NODE_MEMBERS
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot loopcall_slots[] = {
+    {Py_tp_doc, "A future's done-callback that runs a call on a loop."},
+    {Py_tp_dealloc, aio_dealloc},
+    {Py_tp_traverse, loopcall_traverse},
+    {Py_tp_clear, loopcall_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, loopcall_members},
+    {0, NULL},
+};
+
+static PyType_Spec loopcall_spec = {
+    .name = "cfutures._cfutures._LoopCall",
+    .basicsize = sizeof(cf_loopcall),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = loopcall_slots,
+};
+
+PyObject *
+cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
+                 PyObject *args)
+{
+    cf_loopcall *lc = PyObject_GC_New(cf_loopcall, st->loopcall_type);
+    if (lc == NULL) {
+        return NULL;
+    }
+    node_init(&lc->node, post_callback, NODE_LOOPCALL);
+    lc->fn = Py_NewRef(fn);
+    lc->args = Py_NewRef(args);
+    PyObject_GC_Track(lc);
+    if (node_bind(st, &lc->node, loop) < 0) {
+        Py_DECREF(lc);
+        return NULL;
+    }
+    return (PyObject *)lc;
+}
+
+PyObject *
+cf_aio_running_loop(cf_state *st)
+{
+    return running_loop(st, 0);
+}
 
 /* ---- to_thread ------------------------------------------------------ */
 
@@ -2016,6 +2171,7 @@ cf_aio_setup(PyObject *module, cf_state *st)
     TYPE(batch_type, batch_spec);
     TYPE(awaiter_type, awaiter_spec);
     TYPE(aiocall_type, aiocall_spec);
+    TYPE(loopcall_type, loopcall_spec);
 #undef TYPE
     return PyModule_AddFunctions(module, aio_functions);
 }

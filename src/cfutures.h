@@ -31,6 +31,7 @@ typedef struct {
     PyTypeObject *awaiter_type;       /* what Future.__await__ returns */
     PyTypeObject *batch_type;         /* per-loop wakeup batch */
     PyTypeObject *aiocall_type;       /* to_thread work item */
+    PyTypeObject *loopcall_type;      /* a done-callback run on a loop */
 
     /* The stdlib's own classes and constants (DESIGN.md, contract 3). */
     PyObject *CancelledError;
@@ -64,6 +65,14 @@ typedef struct {
     PyObject *str_default_executor;
     PyObject *context_kwnames;        /* ("context",) */
     PyObject *str__ready;
+
+    /* asyncio_callbacks.c: asyncio's own done-callbacks, recognised */
+    PyObject *chain_code;             /* _chain_future's _call_set_state
+                                         code, or None if not usable */
+    Py_ssize_t chain_set_state;       /* its closure cells */
+    Py_ssize_t chain_destination;
+    Py_ssize_t chain_dest_loop;
+    Py_ssize_t chain_source_loop;
 
     /* executor.c: ThreadPoolExecutor */
     PyObject *executor_submit_descr;  /* our submit, to spot overrides */
@@ -220,5 +229,20 @@ PyObject *cf_executor_submit(PyObject *executor, PyObject *fn,
 void cf_worker_returning(void);   /* executor.c: see there */
 int cf_wait_setup(PyObject *module, cf_state *st);
 int cf_aio_setup(PyObject *module, cf_state *st);
+/* aio.c: a done-callback (for cf_future_add_done_callback) that runs
+ * fn(*args) on `loop`, which runs in this thread, through the loop's
+ * batch of wakeups.  New ref. */
+PyObject *cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
+                           PyObject *args);
+/* aio.c: this thread's running loop (new ref), or NULL, with an exception
+ * only if finding out failed. */
+PyObject *cf_aio_running_loop(cf_state *st);
+
+/* asyncio_callbacks.c: if fn, being added to the pending future f, is one
+ * of asyncio's own callbacks that only hand f's outcome to a loop, set
+ * *replacement to a done-callback doing the same through the loop's batch
+ * (new ref) and return 1; 0 if not; -1 on error. */
+int cf_adopt_asyncio_callback(cf_future *f, PyObject *fn,
+                              PyObject **replacement);
 
 #endif /* CFUTURES_H */

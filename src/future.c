@@ -677,7 +677,16 @@ future_set_running_or_notify_cancel(cf_future *self, PyObject *unused)
 static PyObject *
 future_add_done_callback(cf_future *self, PyObject *fn)
 {
-    if (cf_future_add_done_callback(self, fn) < 0) {
+    /* asyncio's own callbacks that only hand the outcome to a loop go
+     * through that loop's batch instead (asyncio_callbacks.c). */
+    PyObject *adopted = NULL;
+    if (PyFunction_Check(fn) && !cf_future_is_done(self)
+        && cf_adopt_asyncio_callback(self, fn, &adopted) < 0) {
+        return NULL;
+    }
+    int rc = cf_future_add_done_callback(self, adopted ? adopted : fn);
+    Py_XDECREF(adopted);
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -115,7 +115,7 @@ module_exec(PyObject *module)
     V(default_pool) V(str_call_soon_threadsafe) V(str_call_soon)          \
     V(str_create_future) V(asyncio_InvalidStateError) V(aio_pool_type)     \
     V(str_submit) V(str_default_executor) V(context_kwnames)              \
-    V(str__ready)                                                         \
+    V(str__ready) V(loopcall_type) V(chain_code)                          \
     V(executor_submit_descr) V(time_sleep)                                \
     V(waiter_type) V(str__condition) V(str__state) V(str__waiters)        \
     V(str__exception) V(str_acquire) V(str_release) V(str_append)         \

@@ -701,6 +701,187 @@ def test_run_in_executor(run, mod):
     assert run(main) == (1024, list(range(50)))
 
 
+def test_run_in_executor_exceptions_and_cancel(run, mod):
+    # What wrap_future's chain does on the loop: exceptions converted as
+    # asyncio converts them, a cancelled task cancels the queued work, a
+    # pool future cancelled by its pool cancels the asyncio future.
+    if mod is cfutures:
+        _cfutures_pool_or_skip()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with mod.ThreadPoolExecutor(1) as pool:
+            with pytest.raises(asyncio.CancelledError):
+                await loop.run_in_executor(
+                    pool, _raise, concurrent.futures.CancelledError())
+            with pytest.raises(KeyError):
+                await loop.run_in_executor(pool, _raise, KeyError(1))
+            release = threading.Event()
+            blocker = loop.run_in_executor(pool, release.wait, 10)
+            ran = []
+            queued = loop.run_in_executor(pool, ran.append, 1)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            # The chain cancels the pool future in a done-callback of the
+            # asyncio future, which the loop runs on its next turn.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            release.set()
+            assert await blocker is True
+            await loop.run_in_executor(pool, abs, 1)
+            assert ran == []
+    run(main)
+
+
+def _raise(exc):
+    raise exc
+
+
+def test_wrap_future_completed_on_the_loop_thread(run, mod):
+    # Completed by a coroutine of the same loop, and from another thread
+    # for a loop other than the one the wrapping thread runs.
+    async def main():
+        f = mod.Future()
+        w = asyncio.wrap_future(f)
+
+        async def complete():
+            f.set_result(7)
+        await asyncio.ensure_future(complete())
+        return await w
+    assert run(main) == 7
+
+    other = asyncio.new_event_loop()
+    try:
+        f = mod.Future()
+        w = asyncio.wrap_future(f, loop=other)    # not the running loop
+
+        async def main2():
+            later(0.01, f.set_result, 8)
+            return await w
+        assert other.run_until_complete(main2()) == 8
+    finally:
+        other.close()
+
+
+def test_wrap_future_destination_already_done(loop_factory, mod):
+    # The chain's copy asserts the asyncio future is not done: the loop's
+    # exception handler gets that error, whichever way the copy ran.
+    seen = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, ctx: seen.append(ctx))
+        f = mod.Future()
+        w = asyncio.wrap_future(f)
+        w.set_result("mine")
+        later(0.001, f.set_result, "theirs")
+        await until(lambda: seen)
+        return await w
+    with asyncio.Runner(loop_factory=loop_factory) as r:
+        assert r.run(main()) == "mine"
+    assert len(seen) == 1
+    assert isinstance(seen[0]["exception"], AssertionError)
+    assert seen[0]["message"].startswith("Exception in callback")
+
+
+@pytest.mark.timeout(60)
+def test_run_in_executor_many_loops_many_rounds(loop_factory, mod):
+    if mod is cfutures:
+        _cfutures_pool_or_skip()
+    errors, totals = [], []
+    pool = mod.ThreadPoolExecutor(4)
+
+    def in_thread(k):
+        async def main():
+            loop = asyncio.get_running_loop()
+            total = 0
+            for i in range(30):
+                res = await asyncio.gather(
+                    *[loop.run_in_executor(pool, abs, -j) for j in range(50)],
+                    loop.run_in_executor(pool, _raise, KeyError(i)),
+                    return_exceptions=True)
+                assert isinstance(res[-1], KeyError)
+                total += sum(res[:-1])
+                total += await loop.run_in_executor(pool, abs, -k)
+            return total
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as r:
+                totals.append(r.run(main()))
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=in_thread, args=(k,))
+               for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    pool.shutdown()
+    assert errors == []
+    assert sorted(totals) == [30 * (1225 + k) for k in range(3)]
+
+
+def test_ext_run_in_executor_burst_is_batched(run):
+    # loop.run_in_executor chains the pool future to an asyncio future;
+    # with a cfutures pool the chain's hand-over to the loop is batched
+    # like an await: one call_soon_threadsafe for a burst, not one each.
+    n = 100
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        counter = CountCalls(loop)
+        left = [n]
+        lock = threading.Lock()
+        all_ran = threading.Event()
+
+        go = threading.Event()
+
+        def job(i):
+            go.wait(10)       # none done before all are chained
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    all_ran.set()
+            return i
+
+        try:
+            with cfutures.ThreadPoolExecutor(4) as pool:
+                futs = [loop.run_in_executor(pool, job, i)
+                        for i in range(n)]
+                go.set()
+                all_ran.wait(10)
+                time.sleep(0.01)            # let the last post land
+                res = await asyncio.gather(*futs)
+        finally:
+            counter.restore()
+        return res, counter.count
+    res, count = run(main)
+    assert res == list(range(n))
+    assert count == 1
+
+
+def test_ext_run_in_executor_loop_closed_while_running(loop_factory, caplog):
+    # The loop goes away while the pool still runs the call: the chain's
+    # hand-over is dropped, as _call_set_state returns on a closed loop.
+    release = threading.Event()
+    pool = cfutures.ThreadPoolExecutor(1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(pool, release.wait, 10)
+    loop = loop_factory()
+    try:
+        fut = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    with caplog.at_level(logging.DEBUG):
+        release.set()
+        pool.shutdown(wait=True)
+    assert not fut.done()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_default_executor_and_shutdown(loop_factory, mod):
     if mod is cfutures:
         _cfutures_pool_or_skip()

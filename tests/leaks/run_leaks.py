@@ -726,6 +726,18 @@ def executor_with_asyncio(mod, n):
                 fs = [ex.submit(_slow, k) for k in range(4)]
                 check(await asyncio.gather(*(_await_one(f) for f in fs))
                       == list(range(4)), "gather")
+                # The chain's hand-over through the loop's batch: a burst,
+                # an exception, a cancelled call, a chain never completed.
+                rs = await asyncio.gather(
+                    *[loop.run_in_executor(ex, ident, k) for k in range(8)],
+                    loop.run_in_executor(ex, boom), return_exceptions=True)
+                check(rs[:8] == list(range(8)), "gathered run_in_executor")
+                queued = loop.run_in_executor(ex, _slow, i)
+                queued.cancel()
+                await asyncio.sleep(0)
+                f = mod.Future()
+                w = asyncio.wrap_future(f)
+                del f, w
     asyncio.run(main())
 
 
