@@ -1546,6 +1546,7 @@ typedef struct {
     PyObject *pool_future;    /* what pool.submit() returned, to cancel */
     Py_ssize_t nargs;
     int handoff;              /* HANDOFF_*: atomic (see aiocall_spin) */
+    int worker_started;       /* atomic: a worker took it */
     unsigned char submitted;
     unsigned char retrieved;  /* the exception was delivered or read */
     unsigned char running;    /* counted in batch->calls_running */
@@ -1557,7 +1558,11 @@ typedef struct {
 enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
 
 /* How long a loop thread with nothing else to do polls for the outcome of
- * the to_thread call it just submitted, before it yields to the loop. */
+ * the to_thread call it just submitted, before it yields to the loop: up
+ * to CF_AIO_SPIN_START_NS for a worker to take the call (waking a sleeping
+ * thread on a VM takes tens of microseconds), then CF_AIO_SPIN_NS for it
+ * to finish. */
+#define CF_AIO_SPIN_START_NS 200000
 #define CF_AIO_SPIN_NS 30000
 /* After a poll that missed, skip 1, 3, 7, ... up to this many polls. */
 #define CF_AIO_SPIN_MAX_BACKOFF 63
@@ -1585,6 +1590,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     PyObject *kwnames = c->kwnames;
     PyObject *ctx = c->context;
     c->callargs = c->kwnames = c->context = NULL;
+    __atomic_store_n(&c->worker_started, 1, __ATOMIC_RELEASE);
     PyObject *r = NULL;
     if (PyContext_Enter(ctx) == 0) {
         PyObject **items = &PyTuple_GET_ITEM(callargs, 0);
@@ -1702,21 +1708,35 @@ aiocall_spin_worthwhile(cf_batch *b)
  * in a loop with nothing else to do), and there a noop's latency is two
  * thread wakeups: the worker's and, far costlier on a VM, the loop's from
  * its selector (measured 60-200 us when the other vCPU sleeps).  So the
- * loop thread, with the GIL released, polls for up to CF_AIO_SPIN_NS, as
- * Future.result() does, and a worker that finishes in time hands the
- * outcome over directly: no call_soon_threadsafe, no selector wakeup, no
- * yield to the loop.  The loop is held up no longer than a callback of
- * that length would.  1 if the call is done. */
+ * loop thread, with the GIL released, polls for it, as Future.result()
+ * does (CF_AIO_SPIN_START_NS for a worker to take it, CF_AIO_SPIN_NS for
+ * the call), and a worker that finishes in time hands the outcome over
+ * directly: no call_soon_threadsafe, no selector wakeup, no yield to the
+ * loop.  Once both threads are hot they stay so, call after call.  The
+ * loop is held up no longer than a callback of that length would hold
+ * it, and after a miss (a longer call) the next polls are skipped.  1 if
+ * the call is done. */
 static int
 aiocall_spin(cf_aiocall *c)
 {
     cf_batch *b = c->node.batch;
-    int64_t t0 = cf_monotonic_ns();
-    int done;
+    int64_t t0 = cf_monotonic_ns(), deadline = t0 + CF_AIO_SPIN_START_NS;
+    int done, started = 0;
     Py_BEGIN_ALLOW_THREADS
-    while (!(done = __atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE)
-                    == HANDOFF_DONE)
-           && cf_monotonic_ns() - t0 < CF_AIO_SPIN_NS) {
+    for (;;) {
+        done = __atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE) == HANDOFF_DONE;
+        if (done) {
+            break;
+        }
+        int64_t now = cf_monotonic_ns();
+        if (!started
+            && __atomic_load_n(&c->worker_started, __ATOMIC_ACQUIRE)) {
+            started = 1;
+            deadline = now + CF_AIO_SPIN_NS;
+        }
+        if (now > deadline) {
+            break;
+        }
         sched_yield();
     }
     Py_END_ALLOW_THREADS
@@ -2062,6 +2082,7 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->pool_future = NULL;
     c->nargs = nargs - 1;
     c->handoff = HANDOFF_NONE;
+    c->worker_started = 0;
     c->submitted = 0;
     c->retrieved = 0;
     c->running = 0;
