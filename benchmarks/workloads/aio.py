@@ -165,7 +165,7 @@ _TO_THREAD_PEERS = ("asyncio", "cfutures", "anyio")
 WORKLOADS = [
     Workload("aio: gathered to_thread(noop)", _gathered_to_thread, n=5000,
              goal=">= 20x", goal_ratio=1 / 20, peers=_TO_THREAD_PEERS,
-             quick_n=1000, tags=("aio",)),
+             quick_n=5000, tags=("aio",)),
     Workload("aio: await to_thread(noop), one at a time", _serial_to_thread,
              n=2000, goal="<= 1/3", goal_ratio=1 / 3,
              peers=_TO_THREAD_PEERS, quick_n=500, tags=("aio",)),
