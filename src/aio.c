@@ -1684,6 +1684,205 @@ static PyType_Spec aiocall_spec = {
     .slots = aiocall_slots,
 };
 
+/* ---- asyncio.wait() on cfutures futures ----------------------------- */
+
+/* Since 3.11 asyncio.wait() hands its futures as they are to
+ * asyncio.tasks._wait, which calls f.add_done_callback(_on_completion),
+ * awaits a loop future that _on_completion completes, and then calls
+ * f.remove_done_callback(_on_completion).  It counts on asyncio.Future's
+ * add_done_callback, which runs the callback on the loop; ours has
+ * concurrent.futures' semantics (run in the completing thread), on which
+ * wrap_future and other libraries rely.  So only asyncio.wait's own
+ * callback, recognised by its code object, is bound to the loop running
+ * in the thread that registers it: when the future completes, the binding
+ * hands _on_completion(fut) to that loop.  Future.remove_done_callback
+ * (future.c) removes the binding along with the function. */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;    /* waitcb_call */
+    PyObject *fn;                 /* _on_completion */
+    PyObject *loop;               /* the loop that runs asyncio.wait */
+    unsigned long thread_id;      /* the thread it ran in at registration */
+} cf_waitcb;
+
+static PyObject *waitcb_call(PyObject *self, PyObject *const *args,
+                             size_t nargsf, PyObject *kwnames);
+
+/* Find _on_completion's code object among the constants of
+ * asyncio.tasks._wait.  Never imports asyncio: if asyncio.tasks is not
+ * loaded, no callback can be its.  0 when not found (a different
+ * asyncio: the callback is then an ordinary one), -1 on error. */
+static int
+find_on_completion_code(cf_state *st)
+{
+    PyObject *name = PyUnicode_FromString("asyncio.tasks");
+    if (name == NULL) {
+        return -1;
+    }
+    PyObject *tasks = PyImport_GetModule(name);
+    Py_DECREF(name);
+    if (tasks == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *wait = PyObject_GetAttrString(tasks, "_wait");
+    Py_DECREF(tasks);
+    if (wait == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    if (PyFunction_Check(wait)) {
+        PyObject *consts = ((PyCodeObject *)PyFunction_GET_CODE(wait))
+                               ->co_consts;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(consts); i++) {
+            PyObject *c = PyTuple_GET_ITEM(consts, i);
+            if (PyCode_Check(c)
+                && PyUnicode_CompareWithASCIIString(
+                       ((PyCodeObject *)c)->co_name, "_on_completion") == 0) {
+                Py_XSETREF(st->on_completion_code, Py_NewRef(c));
+                break;
+            }
+        }
+    }
+    Py_DECREF(wait);
+    return 0;
+}
+
+PyObject *
+cf_aio_wait_callback(cf_state *st, PyObject *fn)
+{
+    if (!PyFunction_Check(fn)) {
+        return Py_NewRef(fn);
+    }
+    if (st->on_completion_code == NULL
+        && find_on_completion_code(st) < 0) {
+        return NULL;
+    }
+    if (PyFunction_GET_CODE(fn) != st->on_completion_code) {
+        return Py_NewRef(fn);
+    }
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        /* No loop runs here: asyncio.wait is not the caller after all. */
+        return PyErr_Occurred() ? NULL : Py_NewRef(fn);
+    }
+    cf_waitcb *w = PyObject_GC_New(cf_waitcb, st->waitcb_type);
+    if (w == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    w->vectorcall = waitcb_call;
+    w->fn = Py_NewRef(fn);
+    w->loop = loop;
+    w->thread_id = PyThread_get_thread_ident();
+    PyObject_GC_Track(w);
+    return (PyObject *)w;
+}
+
+PyObject *
+cf_aio_callback_target(cf_state *st, PyObject *entry)
+{
+    if (st->waitcb_type != NULL && Py_IS_TYPE(entry, st->waitcb_type)) {
+        return ((cf_waitcb *)entry)->fn;
+    }
+    return entry;
+}
+
+/* binding(fut), run by the future in its completing thread: schedule
+ * fn(fut) on the loop.  On the loop's own thread while it runs there
+ * (completed by another coroutine or callback), call_soon: no self-pipe
+ * write.  A closed loop means the wait is gone: nothing to do.  Other
+ * errors propagate and the future logs them, as for any callback. */
+static PyObject *
+waitcb_call(PyObject *self, PyObject *const *args, size_t nargsf,
+            PyObject *kwnames)
+{
+    cf_waitcb *w = (cf_waitcb *)self;
+    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "asyncio.wait callback takes one argument");
+        return NULL;
+    }
+    PyObject *meth = st->str_call_soon_threadsafe;
+    if (w->thread_id == PyThread_get_thread_ident()) {
+        PyObject *cur = PyObject_CallNoArgs(st->get_running_loop);
+        if (cur == NULL) {
+            return NULL;
+        }
+        if (cur == w->loop) {
+            meth = st->str_call_soon;
+        }
+        Py_DECREF(cur);
+    }
+    /* Held across the call: a loop method may drop the binding. */
+    PyObject *loop = Py_NewRef(w->loop), *fn = Py_NewRef(w->fn);
+    PyObject *a[3] = {loop, fn, args[0]};
+    PyObject *r = PyObject_VectorcallMethod(meth, a, 3, NULL);
+    Py_DECREF(loop);
+    Py_DECREF(fn);
+    if (r == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+        /* "Event loop is closed": asyncio.wait cannot be waiting on it. */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return r;
+}
+
+static int
+waitcb_traverse(cf_waitcb *w, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(w));
+    Py_VISIT(w->fn);
+    Py_VISIT(w->loop);
+    return 0;
+}
+
+static int
+waitcb_clear(cf_waitcb *w)
+{
+    Py_CLEAR(w->fn);
+    Py_CLEAR(w->loop);
+    return 0;
+}
+
+static PyObject *
+waitcb_repr(cf_waitcb *w)
+{
+    return PyUnicode_FromFormat("<cfutures asyncio.wait callback %R on %R>",
+                                w->fn ? w->fn : Py_None,
+                                w->loop ? w->loop : Py_None);
+}
+
+static PyMemberDef waitcb_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(cf_waitcb, vectorcall),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot waitcb_slots[] = {
+    {Py_tp_doc, "asyncio.wait's done-callback, bound to its loop."},
+    {Py_tp_dealloc, aio_dealloc},
+    {Py_tp_traverse, waitcb_traverse},
+    {Py_tp_clear, waitcb_clear},
+    {Py_tp_repr, waitcb_repr},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, waitcb_members},
+    {0, NULL},
+};
+
+static PyType_Spec waitcb_spec = {
+    .name = "cfutures._cfutures._WaitCallback",
+    .basicsize = sizeof(cf_waitcb),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = waitcb_slots,
+};
+
 /* ---- the kind-specific dispatch ------------------------------------- */
 
 static int
@@ -1887,6 +2086,7 @@ cf_aio_setup(PyObject *module, cf_state *st)
     TYPE(batch_type, batch_spec);
     TYPE(awaiter_type, awaiter_spec);
     TYPE(aiocall_type, aiocall_spec);
+    TYPE(waitcb_type, waitcb_spec);
 #undef TYPE
     return PyModule_AddFunctions(module, aio_functions);
 }

@@ -83,6 +83,12 @@ typedef struct {
     PyObject *str_remove;
     PyObject *str_cancelled;
     PyObject *str_exception;
+
+    /* asyncio.wait() on cfutures futures (aio.c): its done-callback,
+     * recognised by code object and bound to the waiting loop. */
+    PyTypeObject *waitcb_type;
+    PyObject *on_completion_code;     /* asyncio.tasks._wait's _on_completion,
+                                         found on first use */
 } cf_state;
 
 extern PyModuleDef cf_module_def;
@@ -219,5 +225,15 @@ PyObject *cf_executor_submit(PyObject *executor, PyObject *fn,
 void cf_worker_returning(void);   /* executor.c: see there */
 int cf_wait_setup(PyObject *module, cf_state *st);
 int cf_aio_setup(PyObject *module, cf_state *st);
+
+/* asyncio.wait() (aio.c).  Its _on_completion expects asyncio.Future's
+ * add_done_callback: run on the loop.  For a function named _on_completion
+ * (future.c checks the name), what to register instead: fn bound to the
+ * running loop if it is asyncio.wait's and a loop runs in this thread, else
+ * fn itself.  New reference, or NULL with an exception. */
+PyObject *cf_aio_wait_callback(cf_state *st, PyObject *fn);
+/* The callable a registered callback stands for: the function a
+ * cf_aio_wait_callback binding wraps, else entry itself (borrowed). */
+PyObject *cf_aio_callback_target(cf_state *st, PyObject *entry);
 
 #endif /* CFUTURES_H */
