@@ -17,6 +17,9 @@ _P = ParamSpec("_P")
 
 class Future(_std.Future[_T]):
     def __await__(self) -> Generator[Any, None, _T]: ...
+    def remove_done_callback(
+        self, fn: Callable[[Future[_T]], object], /
+    ) -> int: ...
 
 class ThreadPoolExecutor(_std.ThreadPoolExecutor):
     def __init__(

@@ -1411,6 +1411,8 @@ typedef struct {
     cf_aionode node;
     PyObject *fn;
     PyObject *args;           /* a tuple; both NULL once run */
+    PyObject *origin;         /* the callback it replaces, for
+                                 remove_done_callback */
 } cf_loopcall;
 
 /* In the flush: run it now, as its Handle would have run. */
@@ -1470,6 +1472,7 @@ loopcall_traverse(cf_loopcall *lc, visitproc visit, void *arg)
 {
     Py_VISIT(lc->fn);
     Py_VISIT(lc->args);
+    Py_VISIT(lc->origin);
     return node_traverse(&lc->node, visit, arg);
 }
 
@@ -1479,6 +1482,7 @@ loopcall_clear(cf_loopcall *lc)
     node_clear(&lc->node);
     Py_CLEAR(lc->fn);
     Py_CLEAR(lc->args);
+    Py_CLEAR(lc->origin);
     return 0;
 }
 
@@ -1508,7 +1512,7 @@ static PyType_Spec loopcall_spec = {
 
 PyObject *
 cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
-                 PyObject *args)
+                 PyObject *args, PyObject *origin)
 {
     cf_loopcall *lc = PyObject_GC_New(cf_loopcall, st->loopcall_type);
     if (lc == NULL) {
@@ -1517,12 +1521,23 @@ cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
     node_init(&lc->node, post_callback, NODE_LOOPCALL);
     lc->fn = Py_NewRef(fn);
     lc->args = Py_NewRef(args);
+    lc->origin = Py_NewRef(origin);
     PyObject_GC_Track(lc);
     if (node_bind(st, &lc->node, loop) < 0) {
         Py_DECREF(lc);
         return NULL;
     }
     return (PyObject *)lc;
+}
+
+PyObject *
+cf_aio_callback_target(cf_state *st, PyObject *entry)
+{
+    if (Py_IS_TYPE(entry, st->loopcall_type)) {
+        PyObject *origin = ((cf_loopcall *)entry)->origin;
+        return origin != NULL ? origin : Py_None;
+    }
+    return entry;
 }
 
 PyObject *

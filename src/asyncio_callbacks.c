@@ -15,11 +15,18 @@
  *     source), or returns if that loop is closed; the loop call runs
  *     _set_state(destination, source) on that loop, and is dropped if the
  *     loop is closed.
+ *   - asyncio.tasks._wait's _on_completion, behind asyncio.wait, which
+ *     since 3.11 takes its futures as they are, counts on asyncio.Future's
+ *     add_done_callback (the callback runs on the loop) and removes the
+ *     callback again with remove_done_callback (future.c).  Run in a
+ *     worker it would complete a loop future from the wrong thread and
+ *     never wake the loop; the loop call runs _on_completion(f) on the
+ *     loop that is waiting, and is dropped if the loop is closed.
  *
  * Only a callback added from the thread running its loop, to a pending
  * future, is replaced; anything else, or a closure of a shape we do not
- * know (another Python version), keeps the stdlib's path.  The callback's
- * effects are the same; what changes is that the worker no longer runs it.
+ * know (another Python version), keeps the stdlib's path.  Each is found
+ * only once its asyncio module is imported; cfutures never imports it.
  */
 #include "cfutures.h"
 
@@ -56,17 +63,26 @@ freevar_index(PyObject *freevars, const char *name)
     return -1;
 }
 
+/* The module `name` if it is imported, else NULL (new ref; an exception
+ * only on error). */
+static PyObject *
+imported(const char *name)
+{
+    PyObject *str = PyUnicode_FromString(name);
+    if (str == NULL) {
+        return NULL;
+    }
+    PyObject *mod = PyImport_GetModule(str);
+    Py_DECREF(str);
+    return mod;
+}
+
 /* Look up _call_set_state once asyncio.futures is imported: st->chain_code
  * becomes its code, or None if its shape is not the one we know. */
 static int
 find_chain_code(cf_state *st)
 {
-    PyObject *name = PyUnicode_FromString("asyncio.futures");
-    if (name == NULL) {
-        return -1;
-    }
-    PyObject *mod = PyImport_GetModule(name);
-    Py_DECREF(name);
+    PyObject *mod = imported("asyncio.futures");
     if (mod == NULL) {
         /* Not imported: no callback of it exists yet; look again later. */
         return PyErr_Occurred() ? -1 : 0;
@@ -99,6 +115,28 @@ find_chain_code(cf_state *st)
         Py_DECREF(freevars);
     }
     st->chain_code = Py_NewRef(found);
+    return 0;
+}
+
+/* Look up _on_completion in asyncio.tasks._wait once asyncio.tasks is
+ * imported: st->wait_code becomes it, or None. */
+static int
+find_wait_code(cf_state *st)
+{
+    PyObject *mod = imported("asyncio.tasks");
+    if (mod == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *wait = PyObject_GetAttrString(mod, "_wait");
+    Py_DECREF(mod);
+    if (wait == NULL) {
+        PyErr_Clear();
+        st->wait_code = Py_NewRef(Py_None);
+        return 0;
+    }
+    PyObject *code = nested_code(wait, "_on_completion");
+    Py_DECREF(wait);
+    st->wait_code = Py_NewRef(code != NULL ? code : Py_None);
     return 0;
 }
 
@@ -141,8 +179,27 @@ adopt_call_set_state(cf_state *st, cf_future *f, PyObject *fn,
     if (args == NULL) {
         return -1;
     }
-    *replacement = cf_aio_loop_call(st, dest_loop, set_state, args);
+    *replacement = cf_aio_loop_call(st, dest_loop, set_state, args, fn);
     Py_DECREF(args);
+    return *replacement == NULL ? -1 : 1;
+}
+
+/* _on_completion for future f: a loop call of _on_completion(f) on the
+ * loop running in this thread (the one awaiting asyncio.wait). */
+static int
+adopt_on_completion(cf_state *st, cf_future *f, PyObject *fn,
+                    PyObject **replacement)
+{
+    PyObject *loop = cf_aio_running_loop(st);
+    if (loop == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *args = PyTuple_Pack(1, (PyObject *)f);
+    if (args != NULL) {
+        *replacement = cf_aio_loop_call(st, loop, fn, args, fn);
+        Py_DECREF(args);
+    }
+    Py_DECREF(loop);
     return *replacement == NULL ? -1 : 1;
 }
 
@@ -165,18 +222,24 @@ cf_adopt_asyncio_callback(cf_future *f, PyObject *fn,
     }
     PyObject *code = PyFunction_GET_CODE(fn);
     PyObject *name = ((PyCodeObject *)code)->co_name;
-    if (!name_is(name, "_call_set_state", 15)) {
+    int chain = name_is(name, "_call_set_state", 15);
+    if (!chain && !name_is(name, "_on_completion", 14)) {
         return 0;
     }
     cf_state *st = cf_state_from_type(Py_TYPE(f));
     if (st == NULL) {
         return -1;
     }
-    if (st->chain_code == NULL && find_chain_code(st) < 0) {
+    if (chain) {
+        if (st->chain_code == NULL && find_chain_code(st) < 0) {
+            return -1;
+        }
+        return code == st->chain_code
+               ? adopt_call_set_state(st, f, fn, replacement) : 0;
+    }
+    if (st->wait_code == NULL && find_wait_code(st) < 0) {
         return -1;
     }
-    if (code == st->chain_code) {
-        return adopt_call_set_state(st, f, fn, replacement);
-    }
-    return 0;
+    return code == st->wait_code
+           ? adopt_on_completion(st, f, fn, replacement) : 0;
 }

@@ -73,6 +73,8 @@ typedef struct {
     Py_ssize_t chain_destination;
     Py_ssize_t chain_dest_loop;
     Py_ssize_t chain_source_loop;
+    PyObject *wait_code;              /* asyncio.tasks._wait's _on_completion
+                                         code, or None if not found */
 
     /* executor.c: ThreadPoolExecutor */
     PyObject *executor_submit_descr;  /* our submit, to spot overrides */
@@ -231,9 +233,9 @@ int cf_wait_setup(PyObject *module, cf_state *st);
 int cf_aio_setup(PyObject *module, cf_state *st);
 /* aio.c: a done-callback (for cf_future_add_done_callback) that runs
  * fn(*args) on `loop`, which runs in this thread, through the loop's
- * batch of wakeups.  New ref. */
+ * batch of wakeups, in place of the callback `origin`.  New ref. */
 PyObject *cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
-                           PyObject *args);
+                           PyObject *args, PyObject *origin);
 /* aio.c: this thread's running loop (new ref), or NULL, with an exception
  * only if finding out failed. */
 PyObject *cf_aio_running_loop(cf_state *st);
@@ -244,5 +246,10 @@ PyObject *cf_aio_running_loop(cf_state *st);
  * (new ref) and return 1; 0 if not; -1 on error. */
 int cf_adopt_asyncio_callback(cf_future *f, PyObject *fn,
                               PyObject **replacement);
+
+/* aio.c: the callable a registered done-callback stands for, for
+ * remove_done_callback: the callback a loop call replaced, else entry
+ * itself (borrowed). */
+PyObject *cf_aio_callback_target(cf_state *st, PyObject *entry);
 
 #endif /* CFUTURES_H */

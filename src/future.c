@@ -236,14 +236,19 @@ call_callback(cf_future *f, PyObject *fn)
 static int
 invoke_callbacks(cf_future *f)
 {
-    PyObject *cbs = f->callbacks;
+    PyObject *cbs;
+    int is_list;
+    /* Detached first: each callback runs exactly once, whoever races
+     * (another completion path, remove_done_callback). */
+    CF_BEGIN_CRITICAL(f)
+    cbs = f->callbacks;
+    is_list = f->cb_is_list;
+    f->callbacks = NULL;
+    f->cb_is_list = 0;
+    CF_END_CRITICAL()
     if (cbs == NULL) {
         return 0;
     }
-    int is_list = f->cb_is_list;
-    /* Detached first: each callback runs exactly once, whoever races. */
-    f->callbacks = NULL;
-    f->cb_is_list = 0;
     int rc = 0;
     if (!is_list) {
         rc = call_callback(f, cbs);
@@ -692,6 +697,105 @@ future_add_done_callback(cf_future *self, PyObject *fn)
     Py_RETURN_NONE;
 }
 
+/* Does the registered callback `entry` stand for fn? */
+static int
+callback_matches(cf_state *st, PyObject *entry, PyObject *fn)
+{
+    return PyObject_RichCompareBool(cf_aio_callback_target(st, entry), fn,
+                                    Py_EQ);
+}
+
+/* remove_done_callback(fn): asyncio.Future's, an extension of the stdlib
+ * concurrent Future (asyncio.wait needs it).  Removes every callback equal
+ * to fn and returns how many.  Comparing runs Python code (__eq__), during
+ * which the future may complete or callbacks be added or removed: so the
+ * callbacks are compared on a snapshot, and the result is installed only
+ * if they did not change meanwhile (else it starts over).  Appends keep a
+ * list's prefix, and a removal always installs a new list, so "the same
+ * object with the same length" means unchanged.  A completion detaches the
+ * callbacks before running them: each is either removed or run, once. */
+static PyObject *
+future_remove_done_callback(cf_future *self, PyObject *fn)
+{
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        PyObject *cbs;
+        int is_list;
+        Py_ssize_t n = 1;
+        CF_BEGIN_CRITICAL(self)
+        cbs = Py_XNewRef(self->callbacks);
+        is_list = self->cb_is_list;
+        if (cbs != NULL && is_list) {
+            n = PyList_GET_SIZE(cbs);
+        }
+        CF_END_CRITICAL()
+        if (cbs == NULL) {
+            return PyLong_FromLong(0);
+        }
+        Py_ssize_t removed = 0;
+        PyObject *keep = NULL;          /* what stays, if a list */
+        if (!is_list) {
+            int eq = callback_matches(st, cbs, fn);
+            if (eq <= 0) {
+                Py_DECREF(cbs);
+                return eq < 0 ? NULL : PyLong_FromLong(0);
+            }
+            removed = 1;
+        }
+        else {
+            PyObject *snap = PyList_GetSlice(cbs, 0, n);
+            keep = snap ? PyList_New(0) : NULL;
+            if (keep == NULL) {
+                Py_XDECREF(snap);
+                Py_DECREF(cbs);
+                return NULL;
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *entry = PyList_GET_ITEM(snap, i);
+                int eq = callback_matches(st, entry, fn);
+                if (eq < 0 || (!eq && PyList_Append(keep, entry) < 0)) {
+                    Py_DECREF(keep);
+                    Py_DECREF(snap);
+                    Py_DECREF(cbs);
+                    return NULL;
+                }
+                removed += eq;
+            }
+            Py_DECREF(snap);
+            if (removed == 0) {
+                Py_DECREF(keep);
+                Py_DECREF(cbs);
+                return PyLong_FromLong(0);
+            }
+        }
+        PyObject *old = NULL;
+        CF_BEGIN_CRITICAL(self)
+        if (self->callbacks == cbs && self->cb_is_list == is_list
+            && (!is_list || PyList_GET_SIZE(cbs) == n)) {
+            old = self->callbacks;      /* the future's reference */
+            if (keep != NULL && PyList_GET_SIZE(keep) > 0) {
+                self->callbacks = keep;
+                keep = NULL;
+            }
+            else {
+                self->callbacks = NULL;
+                self->cb_is_list = 0;
+            }
+        }
+        CF_END_CRITICAL()
+        /* Released outside the section: a callback's __del__ may run. */
+        Py_XDECREF(keep);
+        Py_DECREF(cbs);
+        if (old != NULL) {
+            Py_DECREF(old);
+            return PyLong_FromSsize_t(removed);
+        }
+    }
+}
+
 static PyObject *
 future_cancelled(cf_future *self, PyObject *unused)
 {
@@ -908,6 +1012,11 @@ static PyMethodDef future_methods[] = {
      "True if the future finished or was cancelled."},
     {"add_done_callback", (PyCFunction)future_add_done_callback, METH_O,
      "Call fn(future) when the future is done (now if it already is)."},
+    {"remove_done_callback", (PyCFunction)future_remove_done_callback,
+     METH_O,
+     "Remove every done-callback equal to fn; return how many were "
+     "removed.\n\nAn extension (asyncio.Future has it, "
+     "concurrent.futures.Future does not); asyncio.wait uses it."},
     {"set_running_or_notify_cancel",
      (PyCFunction)future_set_running_or_notify_cancel, METH_NOARGS,
      "Mark the future running, or notify waiters that it was cancelled."},

@@ -119,7 +119,8 @@ module_exec(PyObject *module)
     V(executor_submit_descr) V(time_sleep)                                \
     V(waiter_type) V(str__condition) V(str__state) V(str__waiters)        \
     V(str__exception) V(str_acquire) V(str_release) V(str_append)         \
-    V(str_remove) V(str_cancelled) V(str_exception)
+    V(str_remove) V(str_cancelled) V(str_exception)                       \
+    V(wait_code)
 
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)

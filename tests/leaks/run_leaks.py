@@ -679,6 +679,70 @@ def await_futures_uvloop(mod, n):
     _await_scenario(mod, n, _uvloop().new_event_loop)
 
 
+def _wait_scenario(mod, n, loop_factory):
+    """asyncio.wait on bare futures: the callback bound to the loop, its
+    removal, a timeout that expires, a wait left on a closed loop."""
+    async def main():
+        for i in range(n):
+            fs = [mod.Future() for _ in range(4)]
+            fs[0].set_result(0)                         # done before
+            for j, f in enumerate(fs[1:3], 1):
+                COMPLETER.later(f.set_result, j, delay=0.0002)
+            done, pending = await asyncio.wait(
+                fs, return_when=asyncio.FIRST_COMPLETED)
+            check(fs[0] in done, "first completed")
+            done, pending = await asyncio.wait(fs, timeout=0.001)
+            check(fs[3] in pending, "timeout")
+            COMPLETER.later(fs[3].set_exception, ValueError(i))
+            done, pending = await asyncio.wait(
+                fs, return_when=asyncio.FIRST_EXCEPTION)
+            check(len(done) == 4 and not pending, "all")
+            f = mod.Future()
+            task = asyncio.ensure_future(asyncio.wait([f]))
+            await asyncio.sleep(0)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            f.set_result(None)
+            f = mod.Future()
+            cb = boom                   # removed: never runs
+            f.add_done_callback(cb)
+            f.add_done_callback(ident)
+            f.add_done_callback(cb)
+            check(f.remove_done_callback(cb) == 2, "remove_done_callback")
+            f.set_result(None)
+        COMPLETER.drain()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+    # A wait whose loop is closed under it; the future completes later.
+    loop = (loop_factory or asyncio.new_event_loop)()
+    f = mod.Future()
+    task = loop.create_task(asyncio.wait([f]))
+    loop.run_until_complete(asyncio.sleep(0.001))
+    loop.close()
+    COMPLETER.later(f.set_result, None)
+    COMPLETER.drain()
+    task._log_destroy_pending = False
+    del task
+
+
+def _waitable(mod):
+    return _awaitable(mod) and hasattr(mod.Future, "remove_done_callback")
+
+
+@scenario(n=20, needs=_waitable)
+def asyncio_wait(mod, n):
+    _wait_scenario(mod, n, None)
+
+
+@scenario(n=20, needs=lambda mod: _waitable(mod) and _uvloop() is not None,
+          ignore=("refs",))
+def asyncio_wait_uvloop(mod, n):
+    _wait_scenario(mod, n, _uvloop().new_event_loop)
+
+
 @scenario(n=20, needs=lambda mod: _has("to_thread")(mod)
           and _awaitable(mod))
 def to_thread_calls(mod, n):
