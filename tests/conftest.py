@@ -1,5 +1,6 @@
 """Shared fixtures: every behaviour test runs on the stdlib (the oracle)
 and on cfutures."""
+import asyncio
 import concurrent.futures
 
 import pytest
@@ -14,6 +15,32 @@ IMPL_IDS = ["stdlib", "cfutures"]
 def mod(request):
     """The module under test: concurrent.futures or cfutures."""
     return request.param
+
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the test extra
+    uvloop = None
+
+# The event loops asyncio tests run under.
+LOOPS = {"asyncio": asyncio.new_event_loop}
+if uvloop is not None:
+    LOOPS["uvloop"] = uvloop.new_event_loop
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop_factory(request):
+    return LOOPS[request.param]
+
+
+@pytest.fixture
+def run(loop_factory):
+    """run(async_fn, *args, debug=None): run it to completion on a fresh
+    loop."""
+    def run(fn, *args, debug=None):
+        with asyncio.Runner(loop_factory=loop_factory, debug=debug) as r:
+            return r.run(fn(*args))
+    return run
 
 
 def _settle_threads(timeout=10.0):

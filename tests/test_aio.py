@@ -23,36 +23,9 @@ import pytest
 
 import cfutures
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in the test extra
-    uvloop = None
-
+# The loops (asyncio's and uvloop), `loop_factory`, `run` and `mod` are
+# fixtures of conftest.py.
 pytestmark = pytest.mark.timeout(60)
-
-LOOPS = {"asyncio": asyncio.new_event_loop}
-if uvloop is not None:
-    LOOPS["uvloop"] = uvloop.new_event_loop
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def loop_factory(request):
-    return LOOPS[request.param]
-
-
-@pytest.fixture
-def run(loop_factory):
-    """run(async_fn, *args): run it to completion on a fresh loop."""
-    def run(fn, *args):
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(fn(*args))
-    return run
-
-
-@pytest.fixture(params=[concurrent.futures, cfutures],
-                ids=["stdlib", "cfutures"])
-def mod(request):
-    return request.param
 
 
 @pytest.fixture(params=["asyncio", "cfutures"])
@@ -91,6 +64,30 @@ def later(delay, fn, *args):
     t.daemon = True
     t.start()
     return t
+
+
+def run_in_loops(loop_factory, main, k=3, timeout=50):
+    """Run main(i) to completion on k loops, one per thread, at once;
+    return the k results in order; re-raise the first failure."""
+    results, errors = [None] * k, []
+
+    def in_thread(i):
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as r:
+                results[i] = r.run(main(i))
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=in_thread, args=(i,))
+               for i in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a loop hung"
+    if errors:
+        raise errors[0]
+    return results
 
 
 def set_pool(loop, pool):
@@ -789,37 +786,25 @@ def test_wrap_future_destination_already_done(loop_factory, mod):
 def test_run_in_executor_many_loops_many_rounds(loop_factory, mod):
     if mod is cfutures:
         _cfutures_pool_or_skip()
-    errors, totals = [], []
     pool = mod.ThreadPoolExecutor(4)
 
-    def in_thread(k):
-        async def main():
-            loop = asyncio.get_running_loop()
-            total = 0
-            for i in range(30):
-                res = await asyncio.gather(
-                    *[loop.run_in_executor(pool, abs, -j) for j in range(50)],
-                    loop.run_in_executor(pool, _raise, KeyError(i)),
-                    return_exceptions=True)
-                assert isinstance(res[-1], KeyError)
-                total += sum(res[:-1])
-                total += await loop.run_in_executor(pool, abs, -k)
-            return total
-        try:
-            with asyncio.Runner(loop_factory=loop_factory) as r:
-                totals.append(r.run(main()))
-        except BaseException as e:  # pragma: no cover
-            errors.append(e)
-
-    threads = [threading.Thread(target=in_thread, args=(k,))
-               for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(50)
-    pool.shutdown()
-    assert errors == []
-    assert sorted(totals) == [30 * (1225 + k) for k in range(3)]
+    async def main(k):
+        loop = asyncio.get_running_loop()
+        total = 0
+        for i in range(30):
+            res = await asyncio.gather(
+                *[loop.run_in_executor(pool, abs, -j) for j in range(50)],
+                loop.run_in_executor(pool, _raise, KeyError(i)),
+                return_exceptions=True)
+            assert isinstance(res[-1], KeyError)
+            total += sum(res[:-1])
+            total += await loop.run_in_executor(pool, abs, -k)
+        return total
+    try:
+        totals = run_in_loops(loop_factory, main)
+    finally:
+        pool.shutdown()
+    assert totals == [30 * (1225 + k) for k in range(3)]
 
 
 def test_ext_run_in_executor_burst_is_batched(run):
@@ -1160,27 +1145,10 @@ def test_to_thread_outside_running_loop(loop_factory, to_thread):
 
 
 def test_to_thread_many_concurrent_loops(loop_factory, to_thread):
-    out, errors = [], []
-
-    def in_thread(k):
-        async def main():
-            res = await asyncio.gather(*[to_thread(abs, -i)
-                                         for i in range(100)])
-            return sum(res) + k
-        try:
-            with asyncio.Runner(loop_factory=loop_factory) as r:
-                out.append(r.run(main()))
-        except BaseException as e:  # pragma: no cover
-            errors.append(e)
-
-    threads = [threading.Thread(target=in_thread, args=(k,))
-               for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == []
-    assert sorted(out) == [4950, 4951, 4952]
+    async def main(k):
+        res = await asyncio.gather(*[to_thread(abs, -i) for i in range(100)])
+        return sum(res) + k
+    assert run_in_loops(loop_factory, main) == [4950, 4951, 4952]
 
 
 def _busy(seconds, value):
@@ -1201,38 +1169,23 @@ def test_to_thread_one_at_a_time_around_the_poll_window(loop_factory,
     # submitted: every outcome arrives once, by whichever way it came,
     # in several loops at once.
     durations = [0, 0, 5e-6, 20e-6, 28e-6, 30e-6, 35e-6, 60e-6, 2e-4]
-    errors, totals = [], []
 
-    def in_thread(k):
-        async def main():
-            total = 0
-            for i in range(300):
-                d = durations[(i * 7 + k) % len(durations)]
-                if i % 5 == 0:
-                    with pytest.raises(KeyError) as info:
-                        await to_thread(_busy, d, KeyError(i))
-                    assert info.value.args == (i,)
-                elif i % 5 == 1:
-                    assert await to_thread(time.sleep, d / 2) is None
-                else:
-                    assert await to_thread(_busy, d, value=i) == i
-                    total += i
-            return total
-        try:
-            with asyncio.Runner(loop_factory=loop_factory) as r:
-                totals.append(r.run(main()))
-        except BaseException as e:  # pragma: no cover
-            errors.append(e)
-
-    threads = [threading.Thread(target=in_thread, args=(k,))
-               for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(50)
-    assert errors == []
+    async def main(k):
+        total = 0
+        for i in range(300):
+            d = durations[(i * 7 + k) % len(durations)]
+            if i % 5 == 0:
+                with pytest.raises(KeyError) as info:
+                    await to_thread(_busy, d, KeyError(i))
+                assert info.value.args == (i,)
+            elif i % 5 == 1:
+                assert await to_thread(time.sleep, d / 2) is None
+            else:
+                assert await to_thread(_busy, d, value=i) == i
+                total += i
+        return total
     expected = sum(i for i in range(300) if i % 5 > 1)
-    assert totals == [expected] * 3
+    assert run_in_loops(loop_factory, main) == [expected] * 3
 
 
 @pytest.mark.timeout(30)

@@ -28,36 +28,9 @@ import pytest
 
 import cfutures
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in the test extra
-    uvloop = None
-
+# The loops (asyncio's and uvloop), `loop_factory`, `run` and `mod` are
+# fixtures of conftest.py.
 pytestmark = pytest.mark.timeout(60)
-
-LOOPS = {"asyncio": asyncio.new_event_loop}
-if uvloop is not None:
-    LOOPS["uvloop"] = uvloop.new_event_loop
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def loop_factory(request):
-    return LOOPS[request.param]
-
-
-@pytest.fixture
-def run(loop_factory):
-    """run(async_fn, *args): run it to completion on a fresh loop."""
-    def run(fn, *args, debug=None):
-        with asyncio.Runner(loop_factory=loop_factory, debug=debug) as r:
-            return r.run(fn(*args))
-    return run
-
-
-@pytest.fixture(params=[concurrent.futures, cfutures],
-                ids=["stdlib", "cfutures"])
-def mod(request):
-    return request.param
 
 
 @pytest.fixture
