@@ -808,36 +808,40 @@ node_cancelled(PyObject *self, PyObject *unused)
     return PyBool_FromLong(((cf_aionode *)self)->lstate == LS_CANCELLED);
 }
 
-static PyObject *
-node_result(PyObject *self, PyObject *unused)
+/* What result() and exception() check first, as asyncio.Future: 0 if
+ * done, else -1 with CancelledError or InvalidStateError(not_set). */
+static int
+node_check_done(PyObject *self, const char *not_set)
 {
     cf_aionode *n = (cf_aionode *)self;
     cf_state *st = PyType_GetModuleState(Py_TYPE(self));
     if (n->lstate == LS_CANCELLED) {
         raise_cancelled(st, n);
-        return NULL;
+        return -1;
     }
     if (n->lstate != LS_DONE) {
-        raise_invalid_state(st, "Result is not set.");
+        raise_invalid_state(st, not_set);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+node_result(PyObject *self, PyObject *unused)
+{
+    if (node_check_done(self, "Result is not set.") < 0) {
         return NULL;
     }
-    return node_outcome(n);
+    return node_outcome((cf_aionode *)self);
 }
 
 static PyObject *
 node_exception_meth(PyObject *self, PyObject *unused)
 {
-    cf_aionode *n = (cf_aionode *)self;
-    cf_state *st = PyType_GetModuleState(Py_TYPE(self));
-    if (n->lstate == LS_CANCELLED) {
-        raise_cancelled(st, n);
+    if (node_check_done(self, "Exception is not set.") < 0) {
         return NULL;
     }
-    if (n->lstate != LS_DONE) {
-        raise_invalid_state(st, "Exception is not set.");
-        return NULL;
-    }
-    return node_exception(n);
+    return node_exception((cf_aionode *)self);
 }
 
 static int
@@ -1711,10 +1715,10 @@ aiocall_spin_worthwhile(cf_batch *b)
     }
     if (b->ready != NULL) {
         Py_ssize_t n = PyObject_Length(b->ready);
-        if (n != 0) {
-            PyErr_Clear();
-            return 0;
+        if (n < 0) {
+            PyErr_Clear();      /* not a queue we can read: don't poll */
         }
+        return n == 0;
     }
     return 1;
 }

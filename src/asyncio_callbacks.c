@@ -107,9 +107,7 @@ find_chain_code(cf_state *st)
         st->chain_dest_loop = freevar_index(freevars, "dest_loop");
         st->chain_source_loop = freevar_index(freevars, "source_loop");
         if (st->chain_set_state >= 0 && st->chain_destination >= 0
-            && st->chain_dest_loop >= 0 && st->chain_source_loop >= 0
-            && PyTuple_GET_SIZE(freevars)
-               == ((PyCodeObject *)code)->co_nfreevars) {
+            && st->chain_dest_loop >= 0 && st->chain_source_loop >= 0) {
             found = code;
         }
         Py_DECREF(freevars);
