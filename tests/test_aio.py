@@ -101,6 +101,27 @@ def pool_type():
     return cfutures._aio_pool_type()
 
 
+class Burst:
+    """n jobs for a pool; job(i) returns i; all_ran is set once all of
+    them have run.  With gated=True each job first waits for go."""
+
+    def __init__(self, n, gated=False):
+        self.left = n
+        self.lock = threading.Lock()
+        self.all_ran = threading.Event()
+        self.go = threading.Event()
+        if not gated:
+            self.go.set()
+
+    def job(self, i):
+        self.go.wait(10)
+        with self.lock:
+            self.left -= 1
+            if self.left == 0:
+                self.all_ran.set()
+        return i
+
+
 class CountCalls:
     """Wrap loop.call_soon_threadsafe and count the calls."""
 
@@ -536,23 +557,13 @@ def test_ext_to_thread_burst_is_batched(run):
         loop = asyncio.get_running_loop()
         set_pool(loop, pool_type()(max_workers=4))
         counter = CountCalls(loop)
-        left = [n]
-        lock = threading.Lock()
-        all_ran = threading.Event()
-
-        def job(i):
-            with lock:
-                left[0] -= 1
-                if left[0] == 0:
-                    all_ran.set()
-            return i
-
+        burst = Burst(n)
         try:
             # ensure_future takes each call as a future, which starts it
             # (a call is lazy, as asyncio.to_thread's coroutine).
-            calls = [asyncio.ensure_future(cfutures.to_thread(job, i))
+            calls = [asyncio.ensure_future(cfutures.to_thread(burst.job, i))
                      for i in range(n)]
-            all_ran.wait(10)
+            burst.all_ran.wait(10)
             time.sleep(0.01)            # let the last post land
             res = await asyncio.gather(*calls)
         finally:
@@ -816,26 +827,13 @@ def test_ext_run_in_executor_burst_is_batched(run):
     async def main():
         loop = asyncio.get_running_loop()
         counter = CountCalls(loop)
-        left = [n]
-        lock = threading.Lock()
-        all_ran = threading.Event()
-
-        go = threading.Event()
-
-        def job(i):
-            go.wait(10)       # none done before all are chained
-            with lock:
-                left[0] -= 1
-                if left[0] == 0:
-                    all_ran.set()
-            return i
-
+        burst = Burst(n, gated=True)    # none done before all are chained
         try:
             with cfutures.ThreadPoolExecutor(4) as pool:
-                futs = [loop.run_in_executor(pool, job, i)
+                futs = [loop.run_in_executor(pool, burst.job, i)
                         for i in range(n)]
-                go.set()
-                all_ran.wait(10)
+                burst.go.set()
+                burst.all_ran.wait(10)
                 time.sleep(0.01)            # let the last post land
                 res = await asyncio.gather(*futs)
         finally:

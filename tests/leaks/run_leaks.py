@@ -170,6 +170,14 @@ def expect(exc_type, fn, *args, **kwargs):
     raise AssertionError(f"{fn!r} did not raise {exc_type.__name__}")
 
 
+async def cancel_and_wait(task):
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 def check(cond, what):
     if not cond:
         raise AssertionError(what)
@@ -637,11 +645,7 @@ def _await_scenario(mod, n, loop_factory):
             f = mod.Future()
             task = loop.create_task(_await_one(f))
             await asyncio.sleep(0)
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
             check(f.cancelled(), "cancelling the task cancels the future")
             burst = [mod.Future() for _ in range(10)]
             for j, g in enumerate(burst):
@@ -700,11 +704,7 @@ def _wait_scenario(mod, n, loop_factory):
             f = mod.Future()
             task = asyncio.ensure_future(asyncio.wait([f]))
             await asyncio.sleep(0)
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
             f.set_result(None)
             f = mod.Future()
             cb = boom                   # removed: never runs
@@ -767,11 +767,7 @@ def to_thread_calls(mod, n):
             task = asyncio.ensure_future(mod.to_thread(job))
             while not started.is_set():
                 await asyncio.sleep(0.0005)
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
             release.set()
             await asyncio.sleep(0.002)
     asyncio.run(main())
@@ -818,11 +814,7 @@ def warm_up_asyncio():
         await asyncio.wrap_future(f)
         task = loop.create_task(asyncio.sleep(WAIT))
         await asyncio.sleep(0)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await cancel_and_wait(task)
         await asyncio.wait_for(asyncio.gather(
             *(asyncio.sleep(0) for _ in range(10))), WAIT)
         await loop.run_in_executor(None, ident, 1)
