@@ -130,14 +130,16 @@ running_loop(cf_state *st, int required)
 
 /* ---- the batch ------------------------------------------------------ */
 
-static PyObject *
-batch_loop(cf_batch *b)
+/* Whether b is the batch of `loop` (a dead loop matches nothing). */
+static int
+batch_is_for(cf_batch *b, PyObject *loop)
 {
     if (!PyWeakref_CheckRef(b->loop_ref)) {
-        return b->loop_ref;                 /* borrowed */
+        return b->loop_ref == loop;
     }
-    PyObject *loop = PyWeakref_GET_OBJECT(b->loop_ref);
-    return loop == Py_None ? NULL : loop;   /* borrowed */
+    PyObject *alive = cf_weakref_get(b->loop_ref);
+    Py_XDECREF(alive);      /* only its identity is compared */
+    return alive == loop;
 }
 
 static void node_complete(cf_state *st, cf_aionode *node);
@@ -365,7 +367,7 @@ get_batch(cf_state *st, PyObject *loop)
     }
     PyObject *cached = PyDict_GetItemWithError(tdict, st->batch_key);
     if (cached != NULL && Py_IS_TYPE(cached, st->batch_type)
-        && batch_loop((cf_batch *)cached) == loop) {
+        && batch_is_for((cf_batch *)cached, loop)) {
         return (cf_batch *)cached;
     }
     if (cached == NULL && PyErr_Occurred()) {
@@ -398,7 +400,7 @@ get_batch(cf_state *st, PyObject *loop)
     }
     /* asyncio's ready queue tells whether the loop has other work to do
      * right now; uvloop has none to read. */
-    if (_PyObject_LookupAttr(loop, st->str__ready, &b->ready) < 0) {
+    if (cf_getattr_optional(loop, st->str__ready, &b->ready) < 0) {
         Py_DECREF(b);
         return NULL;
     }
@@ -1658,7 +1660,7 @@ pick_pool(cf_state *st, PyObject *loop)
     PyObject *ex;
     /* No AttributeError is made when missing (uvloop has no such
      * attribute unless install() set it). */
-    if (_PyObject_LookupAttr(loop, st->str_default_executor, &ex) < 0) {
+    if (cf_getattr_optional(loop, st->str_default_executor, &ex) < 0) {
         return NULL;
     }
     if (ex != NULL) {

@@ -7,16 +7,7 @@
 #include <Python.h>
 #include <pythread.h>
 
-/* State changes happen with the GIL held.  A free-threaded build (3.13+)
- * needs a per-object critical section instead; these mark each section so
- * that port is a change of macro, not of design. */
-#if PY_VERSION_HEX >= 0x030D0000 && defined(Py_GIL_DISABLED)
-#  define CF_BEGIN_CRITICAL(op) Py_BEGIN_CRITICAL_SECTION(op)
-#  define CF_END_CRITICAL() Py_END_CRITICAL_SECTION()
-#else
-#  define CF_BEGIN_CRITICAL(op) {
-#  define CF_END_CRITICAL() }
-#endif
+#include "compat.h"
 
 /* ---- module state --------------------------------------------------- */
 

@@ -1231,9 +1231,8 @@ mapiter_next(cf_mapiter *mi)
     mi->started = 1;
     if (mi->args_iter != NULL) {
         /* buffersize: top up before waiting, as 3.14's Executor.map. */
-        PyObject *ex = PyWeakref_GetObject(mi->ex_ref);
-        if (ex != NULL && ex != Py_None) {
-            Py_INCREF(ex);
+        PyObject *ex = cf_weakref_get(mi->ex_ref);
+        if (ex != NULL) {
             PyObject *args = PyIter_Next(mi->args_iter);
             PyObject *f = NULL;
             if (args != NULL) {
@@ -1251,9 +1250,6 @@ mapiter_next(cf_mapiter *mi)
             if (f == NULL && PyErr_Occurred()) {
                 goto error;
             }
-        }
-        else if (ex == NULL) {
-            goto error;
         }
         if (mi->len == 0) {
             /* The iterable's code re-entered this iterator and used it up

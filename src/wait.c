@@ -134,39 +134,26 @@ mw_fill(multiwait *mw, PyObject *fs, int own)
         return -1;
     }
     Py_ssize_t i = 0;
-#if PY_VERSION_HEX < 0x030D0000
-    /* No iterator object and no reference churn per item. */
-    Py_ssize_t pos = 0;
+    cf_set_walk walk;
     PyObject *f;
-    Py_hash_t hash;
-    while (i < n && _PySet_NextEntry(fs, &pos, &f, &hash)) {
-        mw->items[i] = own ? Py_NewRef(f) : f;
-        mw->flags[i] = mw_classify(mw, f);
-        i++;
-    }
-#else
-    PyObject *it = PyObject_GetIter(fs), *f;
-    if (it == NULL) {
-        mw_free(mw);
-        return -1;
-    }
-    while (i < n && (f = PyIter_Next(it)) != NULL) {
+    int rc = cf_set_walk_start(&walk, fs);
+    while (rc == 0 && i < n && (rc = cf_set_walk_next(&walk, &f)) == 1) {
         mw->items[i] = f;
         mw->flags[i] = mw_classify(mw, f);
         if (!own) {
             Py_DECREF(f);       /* fs keeps it alive */
         }
         i++;
+        rc = 0;
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) {
+    cf_set_walk_end(&walk);
+    if (rc < 0) {
         for (Py_ssize_t j = 0; own && j < i; j++) {
             Py_DECREF(mw->items[j]);
         }
         mw_free(mw);
         return -1;
     }
-#endif
     mw->n = i;
     return 0;
 }
@@ -662,7 +649,7 @@ parse_wait_timeout(PyObject *timeout, int64_t *ns)
         return seconds_to_ns(secs, 0, ns);
     }
     if (PyLong_Check(timeout)) {
-        if (_PyLong_Sign(timeout) <= 0) {
+        if (cf_long_sign(timeout) <= 0) {
             *ns = 0;
             return 0;
         }

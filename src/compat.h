@@ -1,0 +1,130 @@
+/* Version switches for CPython 3.11 to 3.15, with or without the GIL.
+ *
+ * Every difference between the interpreters cfutures builds on lives here,
+ * so the concept files are written once against the names below.  Each
+ * shim uses the public API where the running version has it and the
+ * older spelling otherwise; nothing here reaches into private headers. */
+#ifndef CFUTURES_COMPAT_H
+#define CFUTURES_COMPAT_H
+
+#ifndef PY_SSIZE_T_CLEAN
+#  define PY_SSIZE_T_CLEAN
+#endif
+#include <Python.h>
+
+/* ---- attributes ----------------------------------------------------- */
+
+/* getattr(obj, name) without an AttributeError when it is missing:
+ * 1 found (*result a new ref), 0 missing (*result NULL), -1 error. */
+static inline int
+cf_getattr_optional(PyObject *obj, PyObject *name, PyObject **result)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, result);
+#else
+    return _PyObject_LookupAttr(obj, name, result);
+#endif
+}
+
+/* ---- weak references ------------------------------------------------ */
+
+/* The referent of a weak reference as a strong reference, or NULL when it
+ * is gone (no exception).  3.15 removed the borrowing PyWeakref_GetObject,
+ * and a borrowed referent may die under a free-threaded caller. */
+static inline PyObject *
+cf_weakref_get(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj;
+    if (PyWeakref_GetRef(ref, &obj) < 0) {
+        PyErr_Clear();      /* only for a non-weakref: a caller's bug */
+        return NULL;
+    }
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GetObject(ref);
+    return obj == NULL || obj == Py_None ? NULL : Py_NewRef(obj);
+#endif
+}
+
+/* ---- integers ------------------------------------------------------- */
+
+/* The sign of an int object: -1, 0 or 1. */
+static inline int
+cf_long_sign(PyObject *v)
+{
+#if PY_VERSION_HEX >= 0x030E0000
+    int sign;
+    (void)PyLong_GetSign(v, &sign);     /* fails only for a non-int */
+    return sign;
+#else
+    return _PyLong_Sign(v);
+#endif
+}
+
+/* ---- sets ----------------------------------------------------------- */
+
+/* Iterate a set or frozenset, each item as a new reference.  Before 3.13
+ * the set's own table is walked (no iterator object); from 3.13 the
+ * walker is private and, without the GIL, unsafe against another thread
+ * changing the set, so the set's iterator is used. */
+typedef struct {
+    PyObject *set;
+    Py_ssize_t pos;
+    PyObject *iter;
+} cf_set_walk;
+
+/* 0, or -1 with an exception. */
+static inline int
+cf_set_walk_start(cf_set_walk *w, PyObject *set)
+{
+    w->set = set;
+    w->pos = 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    w->iter = PyObject_GetIter(set);
+    return w->iter == NULL ? -1 : 0;
+#else
+    w->iter = NULL;
+    return 0;
+#endif
+}
+
+/* 1 with *item (new ref), 0 at the end, -1 with an exception. */
+static inline int
+cf_set_walk_next(cf_set_walk *w, PyObject **item)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    *item = PyIter_Next(w->iter);
+    if (*item == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return 1;
+#else
+    Py_hash_t hash;
+    if (!_PySet_NextEntry(w->set, &w->pos, item, &hash)) {
+        return 0;
+    }
+    Py_INCREF(*item);
+    return 1;
+#endif
+}
+
+static inline void
+cf_set_walk_end(cf_set_walk *w)
+{
+    Py_CLEAR(w->iter);
+}
+
+/* ---- critical sections ---------------------------------------------- */
+
+/* A per-object critical section on a free-threaded build; with the GIL,
+ * the GIL already serialises the state changes it brackets. */
+#ifdef Py_GIL_DISABLED
+#  define CF_BEGIN_CRITICAL(op) Py_BEGIN_CRITICAL_SECTION(op);
+#  define CF_END_CRITICAL() Py_END_CRITICAL_SECTION();
+#else
+#  define CF_BEGIN_CRITICAL(op) {
+#  define CF_END_CRITICAL() }
+#endif
+
+#endif /* CFUTURES_COMPAT_H */
