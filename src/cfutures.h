@@ -124,9 +124,12 @@ void cf_event_clear(cf_event *ev);
 int cf_event_wait(cf_event *ev, int64_t timeout_ns);
 
 /* Parse a `timeout` argument the way threading.Condition.wait takes it:
- * None -> -1 (forever); a number <= 0 -> 0 (poll); else nanoseconds.
- * Returns -1 with an exception for a bad type or a too large value. */
+ * None -> -1 (forever); a poll (a number <= 0; NaN up to 3.13) -> 0;
+ * else nanoseconds.  Returns -1 with the running stdlib's exception for a
+ * bad type, NaN (3.14+) or a too large value. */
 int cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns);
+/* The same for a timeout already in seconds (as_completed's time left). */
+int cf_parse_timeout_seconds(double secs, int64_t *timeout_ns);
 int64_t cf_monotonic_ns(void);
 
 /* ---- future.c ------------------------------------------------------- */

@@ -115,6 +115,38 @@ cf_set_walk_end(cf_set_walk *w)
     Py_CLEAR(w->iter);
 }
 
+/* ---- timeouts ------------------------------------------------------- */
+
+/* Whether threading.Condition.wait(timeout) polls rather than blocks for
+ * a timeout that is not None: 1 poll, 0 block, -1 error.  Up to 3.13 it
+ * tests `timeout > 0` (NaN polls); from 3.14 `timeout <= 0` (NaN blocks,
+ * and Lock.acquire() then rejects it).  The operator shows in the
+ * TypeError of a timeout that does not compare with 0. */
+#if PY_VERSION_HEX >= 0x030E0000
+#  define CF_NAN_TIMEOUT_POLLS 0
+#else
+#  define CF_NAN_TIMEOUT_POLLS 1
+#endif
+
+static inline int
+cf_condition_wait_polls(PyObject *timeout)
+{
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) {
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030E0000
+    int r = PyObject_RichCompareBool(timeout, zero, Py_LE);
+#else
+    int r = PyObject_RichCompareBool(timeout, zero, Py_GT);
+    if (r >= 0) {
+        r = !r;
+    }
+#endif
+    Py_DECREF(zero);
+    return r;
+}
+
 /* ---- critical sections ---------------------------------------------- */
 
 /* A per-object critical section on a free-threaded build; with the GIL,

@@ -16,14 +16,14 @@ cf_monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Seconds below this convert without question on every 3.11: the fast
+/* Seconds up to this convert without question on every version: the fast
  * path needs no check the stdlib would make differently. */
 #define CF_PLAIN_TIMEOUT_MAX 1e9
 
 /* Hand an odd timeout to Lock.acquire(), the stdlib's own conversion, so
- * it raises exactly what the stdlib raises (the messages differ between
- * 3.11 releases).  The lock is new and free: a good value acquires it at
- * once. */
+ * it raises exactly what the running stdlib raises (types, NaN, overflow:
+ * the messages differ between versions).  The lock is new and free: a
+ * good value acquires it at once. */
 static int
 check_timeout_like_lock(PyObject *timeout)
 {
@@ -46,6 +46,38 @@ check_timeout_like_lock(PyObject *timeout)
     return 0;
 }
 
+/* Positive seconds Lock.acquire() accepted, as nanoseconds rounded up (as
+ * _PyTime_ROUND_TIMEOUT); past about 292 years it saturates, which
+ * cf_event_wait treats as for ever in practice. */
+static int64_t
+accepted_seconds_to_ns(double secs)
+{
+    double ns = ceil(secs * 1e9);
+    return ns >= (double)INT64_MAX ? INT64_MAX : (int64_t)ns;
+}
+
+/* The stdlib's way, step by step: Condition.wait()'s poll test (a
+ * TypeError for a str), then Lock.acquire(True, timeout). */
+static int
+parse_odd_timeout(PyObject *timeout, int64_t *timeout_ns)
+{
+    int poll = cf_condition_wait_polls(timeout);
+    if (poll != 0) {
+        *timeout_ns = 0;
+        return poll < 0 ? -1 : 0;
+    }
+    if (check_timeout_like_lock(timeout) < 0) {
+        return -1;
+    }
+    /* Accepted, so it is a real number (or has __index__). */
+    double secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *timeout_ns = accepted_seconds_to_ns(secs);
+    return 0;
+}
+
 int
 cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns)
 {
@@ -53,51 +85,44 @@ cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns)
         *timeout_ns = -1;
         return 0;
     }
-    double secs;
     if (PyFloat_CheckExact(timeout)) {
-        secs = PyFloat_AS_DOUBLE(timeout);
+        return cf_parse_timeout_seconds(PyFloat_AS_DOUBLE(timeout),
+                                        timeout_ns);
     }
-    else if (PyLong_CheckExact(timeout)) {
+    if (PyLong_CheckExact(timeout)) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(timeout, &overflow);
-        secs = overflow ? overflow * HUGE_VAL : (double)v;
+        if (!overflow && v <= 0) {
+            *timeout_ns = 0;
+            return 0;
+        }
+        if (!overflow && v <= CF_PLAIN_TIMEOUT_MAX) {
+            *timeout_ns = v * 1000000000LL;
+            return 0;
+        }
     }
-    else {
-        secs = HUGE_VAL;             /* not plain: the slow path below */
+    return parse_odd_timeout(timeout, timeout_ns);
+}
+
+int
+cf_parse_timeout_seconds(double secs, int64_t *timeout_ns)
+{
+    if (secs > 0 && secs <= CF_PLAIN_TIMEOUT_MAX) {
+        *timeout_ns = accepted_seconds_to_ns(secs);
+        return 0;
     }
-    if (!(secs > 0) && secs != HUGE_VAL) {
-        /* Condition.wait() tests `timeout > 0` and polls otherwise, so
-         * NaN and -10**400 poll too. */
+    if (secs <= 0) {
         *timeout_ns = 0;
         return 0;
     }
-    if (secs > CF_PLAIN_TIMEOUT_MAX) {
-        /* The stdlib's way, step by step: `timeout > 0` (a TypeError for
-         * a str), then Lock.acquire(True, timeout) (a TypeError for a
-         * Decimal, an OverflowError for inf). */
-        PyObject *zero = PyLong_FromLong(0);
-        if (zero == NULL) {
-            return -1;
-        }
-        int positive = PyObject_RichCompareBool(timeout, zero, Py_GT);
-        Py_DECREF(zero);
-        if (positive <= 0) {
-            *timeout_ns = 0;
-            return positive;
-        }
-        if (check_timeout_like_lock(timeout) < 0) {
-            return -1;
-        }
-        /* Accepted, so it is a real number (or has __index__). */
-        secs = PyFloat_AsDouble(timeout);
-        if (secs == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
+    /* NaN or too large: boxed for the stdlib's own checks. */
+    PyObject *boxed = PyFloat_FromDouble(secs);
+    if (boxed == NULL) {
+        return -1;
     }
-    /* The top of Lock.acquire()'s range is about 2**63 ns: saturate. */
-    double ns = secs * 1e9;
-    *timeout_ns = ns >= (double)INT64_MAX ? INT64_MAX : (int64_t)ns;
-    return 0;
+    int r = parse_odd_timeout(boxed, timeout_ns);
+    Py_DECREF(boxed);
+    return r;
 }
 
 int

@@ -590,90 +590,6 @@ bind_args(const char *fname, const char *const *names, Py_ssize_t nreq,
     return 0;
 }
 
-/* Positive seconds to nanoseconds for cf_event_wait, with the errors
- * Lock.acquire(timeout=) raises for what it cannot take (`is_int`: the
- * timeout was an int, which it converts with another message). */
-static int
-seconds_to_ns(double secs, int is_int, int64_t *ns)
-{
-    double d = ceil(secs * 1e9);   /* rounded up, as _PyTime_ROUND_TIMEOUT */
-    if (!(d < 9.2233720368547758e18)) {
-        PyErr_SetString(PyExc_OverflowError,
-                        is_int ? "timestamp too large to convert to C "
-                                 "_PyTime_t"
-                               : "timestamp out of range for platform "
-                                 "time_t");
-        return -1;
-    }
-    if (d / 1e3 > (double)PY_TIMEOUT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
-        return -1;
-    }
-    /* cf_event_wait adds it to the clock: past a century, for ever. */
-    *ns = d > 4e18 ? -1 : (int64_t)d;
-    return 0;
-}
-
-/* An int timeout > 0 in seconds, as nanoseconds. */
-static int
-int_seconds_to_ns(PyObject *timeout, int64_t *ns)
-{
-    double secs = PyLong_AsDouble(timeout);
-    if (secs == -1.0 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-            return -1;
-        }
-        PyErr_Clear();
-        secs = HUGE_VAL;
-    }
-    return seconds_to_ns(secs, 1, ns);
-}
-
-/* wait()'s timeout as threading.Event.wait() takes it: None waits for
- * ever; otherwise `timeout > 0` chooses between a timed wait and a poll
- * (NaN and what is not > 0 poll), and Lock.acquire() converts it: a float,
- * or an int or what has __index__. */
-static int
-parse_wait_timeout(PyObject *timeout, int64_t *ns)
-{
-    if (timeout == NULL || timeout == Py_None) {
-        *ns = -1;
-        return 0;
-    }
-    if (PyFloat_Check(timeout)) {
-        double secs = PyFloat_AS_DOUBLE(timeout);
-        if (!(secs > 0)) {
-            *ns = 0;
-            return 0;
-        }
-        return seconds_to_ns(secs, 0, ns);
-    }
-    if (PyLong_Check(timeout)) {
-        if (cf_long_sign(timeout) <= 0) {
-            *ns = 0;
-            return 0;
-        }
-        return int_seconds_to_ns(timeout, ns);
-    }
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL) {
-        return -1;
-    }
-    int r = PyObject_RichCompareBool(timeout, zero, Py_GT);
-    Py_DECREF(zero);
-    if (r <= 0) {
-        *ns = 0;
-        return r;
-    }
-    PyObject *index = PyNumber_Index(timeout);
-    if (index == NULL) {
-        return -1;
-    }
-    r = int_seconds_to_ns(index, ns);
-    Py_DECREF(index);
-    return r;
-}
-
 /* ---- wait() ------------------------------------------------------------- */
 
 enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED,
@@ -801,9 +717,9 @@ parse_return_when(cf_state *st, PyObject *rw, int *mode)
     return 0;
 }
 
-/* A timeout that makes wait() a poll: a number <= 0 or NaN.  Anything
- * else (None, a positive number, a bad value) is for parse_wait_timeout,
- * which the stdlib only evaluates when it blocks. */
+/* A timeout that makes wait() a poll: a number <= 0, or NaN up to 3.13.
+ * Anything else (None, a positive number, a bad value) is for
+ * cf_parse_timeout, which the stdlib only evaluates when it blocks. */
 static int
 is_poll(PyObject *timeout)
 {
@@ -816,7 +732,7 @@ is_poll(PyObject *timeout)
         PyErr_Clear();      /* too large: not a poll */
         return 0;
     }
-    return secs <= 0 || secs != secs;
+    return secs <= 0 || (secs != secs && CF_NAN_TIMEOUT_POLLS);
 }
 
 /* Uninstall everything; on the way out of an error, keep that error. */
@@ -952,7 +868,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     wc.armed = 1;
     wait_check(&wc);
     int64_t ns;
-    if (parse_wait_timeout(timeout, &ns) < 0
+    if (cf_parse_timeout(timeout, &ns) < 0
         || cf_event_wait(&wc.mw.ev, ns) < 0) {
         wait_uninstall(&wc);
         goto exit;
@@ -1162,9 +1078,18 @@ ac_next(ascompleted *it)
                              it->total - it->yielded, it->total);
                 goto fail;
             }
-            if (seconds_to_ns(left, 0, &ns) < 0) {
+            if (cf_parse_timeout_seconds(left, &ns) < 0) {
                 goto fail;
             }
+        }
+        else if (it->timeout != NULL && it->timeout != Py_None) {
+            /* A NaN end time: from 3.14 the wait rejects it (ValueError);
+             * before, the stdlib polls until every future is done, which
+             * waiting without a deadline does without the busy loop. */
+            if (cf_parse_timeout_seconds(NAN, &ns) < 0) {
+                goto fail;
+            }
+            ns = -1;
         }
         if (cf_event_wait(&it->mw.ev, ns) < 0) {
             goto fail;
