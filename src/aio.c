@@ -504,7 +504,7 @@ schedule_callbacks(cf_state *st, cf_aionode *n)
 }
 
 static int awaiter_source_cancelled(cf_aionode *n);
-static void loopcall_schedule(cf_state *st, cf_aionode *n);
+static void loopcall_complete(cf_state *st, cf_aionode *n);
 static int loopcall_run(cf_state *st, cf_aionode *n);
 
 /* On the loop thread: the node's outcome is ready; mark it done. */
@@ -515,7 +515,7 @@ node_complete(cf_state *st, cf_aionode *n)
         return;                   /* cancelled by its awaiter meanwhile */
     }
     if (n->kind == NODE_LOOPCALL) {
-        loopcall_schedule(st, n);
+        loopcall_complete(st, n);
         return;
     }
     /* As wrap_future: a cancelled cfutures future cancels the bridge. */
@@ -1419,6 +1419,8 @@ typedef struct {
     PyObject *args;           /* a tuple; both NULL once run */
     PyObject *origin;         /* the callback it replaces, for
                                  remove_done_callback */
+    int inline_on_loop;       /* finished on the loop's own thread: run
+                                 now rather than call_soon */
 } cf_loopcall;
 
 /* In the flush: run it now, as its Handle would have run. */
@@ -1441,7 +1443,8 @@ loopcall_run(cf_state *st, cf_aionode *n)
 }
 
 /* Finished on the loop's own thread, or deferred by a flush that raised:
- * loop.call_soon(fn, *args). */
+ * loop.call_soon(fn, *args) (or run it now, if its origin ran it now on
+ * the loop's thread). */
 static void
 loopcall_schedule(cf_state *st, cf_aionode *n)
 {
@@ -1471,6 +1474,18 @@ loopcall_schedule(cf_state *st, cf_aionode *n)
     Py_XDECREF(r);
     Py_XDECREF(fn);
     Py_DECREF(args);
+}
+
+/* Finished on the loop's own thread while it runs. */
+static void
+loopcall_complete(cf_state *st, cf_aionode *n)
+{
+    if (!((cf_loopcall *)n)->inline_on_loop) {
+        loopcall_schedule(st, n);
+    }
+    else if (loopcall_run(st, n) < 0) {
+        PyErr_WriteUnraisable((PyObject *)n);
+    }
 }
 
 static int
@@ -1518,7 +1533,7 @@ static PyType_Spec loopcall_spec = {
 
 PyObject *
 cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
-                 PyObject *args, PyObject *origin)
+                 PyObject *args, PyObject *origin, int inline_on_loop)
 {
     cf_loopcall *lc = PyObject_GC_New(cf_loopcall, st->loopcall_type);
     if (lc == NULL) {
@@ -1528,6 +1543,7 @@ cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
     lc->fn = Py_NewRef(fn);
     lc->args = Py_NewRef(args);
     lc->origin = Py_NewRef(origin);
+    lc->inline_on_loop = inline_on_loop;
     PyObject_GC_Track(lc);
     if (node_bind(st, &lc->node, loop) < 0) {
         Py_DECREF(lc);

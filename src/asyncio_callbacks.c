@@ -23,10 +23,14 @@
  *     never wake the loop; the loop call runs _on_completion(f) on the
  *     loop that is waiting, and is dropped if the loop is closed.
  *
- * Only a callback added from the thread running its loop, to a pending
- * future, is replaced; anything else, or a closure of a shape we do not
- * know (another Python version), keeps the stdlib's path.  Each is found
- * only once its asyncio module is imported; cfutures never imports it.
+ * Each is recognised only in a shape listed below: its free variables and
+ * the names its code uses, to the letter, as each supported version of
+ * asyncio writes it.  Only a callback added from the thread running its
+ * loop, to a pending future, is replaced; anything else keeps the
+ * stdlib's path.  A version whose asyncio changed a callback's shape is
+ * caught by tests/test_aio.py::test_ext_asyncio_callback_shapes_known,
+ * never silently slowed down.  Each is found only once its asyncio module
+ * is imported; cfutures never imports it.
  */
 #include "cfutures.h"
 
@@ -48,6 +52,84 @@ nested_code(PyObject *outer, const char *name)
         }
     }
     return NULL;
+}
+
+/* A shape of one of asyncio's callbacks: its code's co_freevars and
+ * co_names, each joined by spaces. */
+typedef struct {
+    const char *freevars;
+    const char *names;
+} cb_shape;
+
+/* _chain_future's _call_set_state. */
+enum { CHAIN_SOURCE_LOOP, CHAIN_RUNNING_LOOP };
+static const cb_shape chain_shapes[] = {
+    /* 3.11, 3.12: hands over now only if dest_loop is source_loop (None
+     * for a concurrent source): always call_soon_threadsafe for us. */
+    [CHAIN_SOURCE_LOOP] = {
+        "_set_state dest_loop destination source_loop",
+        "cancelled is_closed call_soon_threadsafe"},
+    /* 3.13+: hands over now when completed on dest_loop's own thread
+     * while it runs (events._get_running_loop()). */
+    [CHAIN_RUNNING_LOOP] = {
+        "_set_state dest_loop destination",
+        "cancelled is_closed events _get_running_loop call_soon_threadsafe"},
+};
+
+/* asyncio.tasks._wait's _on_completion; we only call it. */
+static const cb_shape wait_shapes[] = {
+    /* 3.11 to 3.13 */
+    {"counter return_when timeout_handle waiter",
+     "FIRST_COMPLETED FIRST_EXCEPTION cancelled exception cancel done "
+     "set_result"},
+    /* 3.14+: also drops the waiting task from f's awaited-by set, which
+     * it keeps for asyncio futures only. */
+    {"counter cur_task return_when timeout_handle waiter",
+     "FIRST_COMPLETED FIRST_EXCEPTION cancelled exception cancel done "
+     "set_result futures future_discard_from_awaited_by"},
+};
+
+/* Whether the strings of `tuple`, joined by spaces, are `joined`: 1, 0,
+ * or -1 with an exception. */
+static int
+tuple_is(PyObject *tuple, const char *joined)
+{
+    PyObject *sep = PyUnicode_FromString(" ");
+    if (sep == NULL) {
+        return -1;
+    }
+    PyObject *str = PyUnicode_Join(sep, tuple);
+    Py_DECREF(sep);
+    if (str == NULL) {
+        return -1;
+    }
+    int same = PyUnicode_CompareWithASCIIString(str, joined) == 0;
+    Py_DECREF(str);
+    return same;
+}
+
+/* The index in `shapes` of code's shape, -1 if none, -2 on error. */
+static int
+shape_of(PyObject *code, const cb_shape *shapes, int nshapes)
+{
+    PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)code);
+    if (freevars == NULL) {
+        return -2;
+    }
+    PyObject *names = ((PyCodeObject *)code)->co_names;
+    int found = -1;
+    for (int i = 0; i < nshapes && found == -1; i++) {
+        int a = tuple_is(freevars, shapes[i].freevars);
+        int b = a == 1 ? tuple_is(names, shapes[i].names) : a;
+        if (a < 0 || b < 0) {
+            found = -2;
+        }
+        else if (b) {
+            found = i;
+        }
+    }
+    Py_DECREF(freevars);
+    return found;
 }
 
 /* Index of the free variable `name` of code, or -1. */
@@ -78,7 +160,7 @@ imported(const char *name)
 }
 
 /* Look up _call_set_state once asyncio.futures is imported: st->chain_code
- * becomes its code, or None if its shape is not the one we know. */
+ * becomes its code, or None if its shape is not one we know. */
 static int
 find_chain_code(cf_state *st)
 {
@@ -96,28 +178,34 @@ find_chain_code(cf_state *st)
     }
     PyObject *code = nested_code(chain, "_call_set_state");
     Py_DECREF(chain);
-    PyObject *found = Py_None;
+    st->chain_shape = -1;
     if (code != NULL) {
+        st->chain_shape = shape_of(code, chain_shapes,
+                                   Py_ARRAY_LENGTH(chain_shapes));
+        if (st->chain_shape == -2) {
+            st->chain_shape = -1;
+            return -1;
+        }
+    }
+    if (st->chain_shape >= 0) {
         PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)code);
         if (freevars == NULL) {
+            st->chain_shape = -1;
             return -1;
         }
         st->chain_set_state = freevar_index(freevars, "_set_state");
         st->chain_destination = freevar_index(freevars, "destination");
         st->chain_dest_loop = freevar_index(freevars, "dest_loop");
         st->chain_source_loop = freevar_index(freevars, "source_loop");
-        if (st->chain_set_state >= 0 && st->chain_destination >= 0
-            && st->chain_dest_loop >= 0 && st->chain_source_loop >= 0) {
-            found = code;
-        }
         Py_DECREF(freevars);
     }
-    st->chain_code = Py_NewRef(found);
+    st->chain_code = Py_NewRef(st->chain_shape >= 0 ? code : Py_None);
     return 0;
 }
 
 /* Look up _on_completion in asyncio.tasks._wait once asyncio.tasks is
- * imported: st->wait_code becomes it, or None. */
+ * imported: st->wait_code becomes it, or None if its shape is not one we
+ * know. */
 static int
 find_wait_code(cf_state *st)
 {
@@ -134,7 +222,16 @@ find_wait_code(cf_state *st)
     }
     PyObject *code = nested_code(wait, "_on_completion");
     Py_DECREF(wait);
-    st->wait_code = Py_NewRef(code != NULL ? code : Py_None);
+    st->wait_shape = -1;
+    if (code != NULL) {
+        st->wait_shape = shape_of(code, wait_shapes,
+                                  Py_ARRAY_LENGTH(wait_shapes));
+        if (st->wait_shape == -2) {
+            st->wait_shape = -1;
+            return -1;
+        }
+    }
+    st->wait_code = Py_NewRef(st->wait_shape >= 0 ? code : Py_None);
     return 0;
 }
 
@@ -160,9 +257,12 @@ adopt_call_set_state(cf_state *st, cf_future *f, PyObject *fn,
     PyObject *set_state = cell_contents(fn, st->chain_set_state);
     PyObject *destination = cell_contents(fn, st->chain_destination);
     PyObject *dest_loop = cell_contents(fn, st->chain_dest_loop);
-    PyObject *source_loop = cell_contents(fn, st->chain_source_loop);
     if (set_state == NULL || destination == NULL || dest_loop == NULL
-        || dest_loop == Py_None || source_loop != Py_None) {
+        || dest_loop == Py_None) {
+        return 0;
+    }
+    if (st->chain_shape == CHAIN_SOURCE_LOOP
+        && cell_contents(fn, st->chain_source_loop) != Py_None) {
         return 0;
     }
     PyObject *loop = cf_aio_running_loop(st);
@@ -177,7 +277,9 @@ adopt_call_set_state(cf_state *st, cf_future *f, PyObject *fn,
     if (args == NULL) {
         return -1;
     }
-    *replacement = cf_aio_loop_call(st, dest_loop, set_state, args, fn);
+    *replacement = cf_aio_loop_call(
+        st, dest_loop, set_state, args, fn,
+        st->chain_shape == CHAIN_RUNNING_LOOP);
     Py_DECREF(args);
     return *replacement == NULL ? -1 : 1;
 }
@@ -194,7 +296,7 @@ adopt_on_completion(cf_state *st, cf_future *f, PyObject *fn,
     }
     PyObject *args = PyTuple_Pack(1, (PyObject *)f);
     if (args != NULL) {
-        *replacement = cf_aio_loop_call(st, loop, fn, args, fn);
+        *replacement = cf_aio_loop_call(st, loop, fn, args, fn, 0);
         Py_DECREF(args);
     }
     Py_DECREF(loop);
@@ -240,4 +342,21 @@ cf_adopt_asyncio_callback(cf_future *f, PyObject *fn,
     }
     return code == st->wait_code
            ? adopt_on_completion(st, f, fn, replacement) : 0;
+}
+
+PyObject *
+cf_asyncio_callback_shapes(PyObject *module, PyObject *unused)
+{
+    cf_state *st = cf_get_state(module);
+    if ((st->chain_code == NULL && find_chain_code(st) < 0)
+        || (st->wait_code == NULL && find_wait_code(st) < 0)) {
+        return NULL;
+    }
+    /* Not imported yet: None, as for an unknown shape. */
+    return Py_BuildValue(
+        "{s:N,s:N}",
+        "chain", st->chain_code == NULL || st->chain_code == Py_None
+                 ? Py_NewRef(Py_None) : PyLong_FromLong(st->chain_shape),
+        "wait", st->wait_code == NULL || st->wait_code == Py_None
+                ? Py_NewRef(Py_None) : PyLong_FromLong(st->wait_shape));
 }

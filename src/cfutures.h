@@ -60,12 +60,14 @@ typedef struct {
     /* asyncio_callbacks.c: asyncio's own done-callbacks, recognised */
     PyObject *chain_code;             /* _chain_future's _call_set_state
                                          code, or None if not usable */
+    int chain_shape;                  /* which known shape it has, or -1 */
     Py_ssize_t chain_set_state;       /* its closure cells */
     Py_ssize_t chain_destination;
     Py_ssize_t chain_dest_loop;
-    Py_ssize_t chain_source_loop;
+    Py_ssize_t chain_source_loop;     /* -1 in shapes without it */
     PyObject *wait_code;              /* asyncio.tasks._wait's _on_completion
-                                         code, or None if not found */
+                                         code, or None if not usable */
+    int wait_shape;                   /* which known shape it has, or -1 */
 
     /* executor.c: ThreadPoolExecutor */
     PyObject *executor_submit_descr;  /* our submit, to spot overrides */
@@ -227,12 +229,19 @@ int cf_wait_setup(PyObject *module, cf_state *st);
 int cf_aio_setup(PyObject *module, cf_state *st);
 /* aio.c: a done-callback (for cf_future_add_done_callback) that runs
  * fn(*args) on `loop`, which runs in this thread, through the loop's
- * batch of wakeups, in place of the callback `origin`.  New ref. */
+ * batch of wakeups, in place of the callback `origin`.  Completed on the
+ * loop's own thread while it runs, it runs there and then when
+ * `inline_on_loop`, else on the loop's next turn (call_soon).  New ref. */
 PyObject *cf_aio_loop_call(cf_state *st, PyObject *loop, PyObject *fn,
-                           PyObject *args, PyObject *origin);
+                           PyObject *args, PyObject *origin,
+                           int inline_on_loop);
 /* aio.c: this thread's running loop (new ref), or NULL, with an exception
  * only if finding out failed. */
 PyObject *cf_aio_running_loop(cf_state *st);
+
+/* asyncio_callbacks.c: _asyncio_callback_shapes(), for the tests: which
+ * known shape each of asyncio's callbacks has on this interpreter. */
+PyObject *cf_asyncio_callback_shapes(PyObject *module, PyObject *unused);
 
 /* asyncio_callbacks.c: if fn, being added to the pending future f, is one
  * of asyncio's own callbacks that only hand f's outcome to a loop, set

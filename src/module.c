@@ -84,6 +84,8 @@ set_public_types(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef module_methods[] = {
     {"_set_public_types", (PyCFunction)(void (*)(void))set_public_types,
      METH_FASTCALL, "Register the package's public Future and executor classes."},
+    {"_asyncio_callback_shapes", cf_asyncio_callback_shapes, METH_NOARGS,
+     "Which known shape asyncio's own done-callbacks have here (tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -818,6 +818,42 @@ def test_run_in_executor_many_loops_many_rounds(loop_factory, mod):
     assert totals == [30 * (1225 + k) for k in range(3)]
 
 
+def test_ext_asyncio_callback_shapes_known():
+    # asyncio's own done-callbacks are recognised by their exact shape;
+    # one that changed in this interpreter's asyncio (a new Python) would
+    # silently lose the batching: fail here instead.
+    import asyncio.futures  # noqa: F401 (recognised once imported)
+    import asyncio.tasks  # noqa: F401
+    shapes = cfutures._cfutures._asyncio_callback_shapes()
+    assert shapes["chain"] is not None, "asyncio._chain_future changed"
+    assert shapes["wait"] is not None, "asyncio.tasks._wait changed"
+    # The shapes each version is known to use.
+    v = sys.version_info[:2]
+    assert shapes["chain"] == (0 if v < (3, 13) else 1)
+    assert shapes["wait"] == (0 if v < (3, 14) else 1)
+
+
+@pytest.mark.parametrize("on", ["loop_thread", "other_thread"])
+def test_wrap_future_completed_where_set(run, mod, on):
+    # _chain_future hands the outcome over on the loop's next turn up to
+    # 3.12 and at once when completed on the loop's own thread from 3.13:
+    # the stdlib decides when the wrapped future is done.
+    async def main():
+        f = mod.Future()
+        w = asyncio.wrap_future(f)
+        if on == "loop_thread":
+            f.set_result(1)
+        else:
+            t = threading.Thread(target=f.set_result, args=(1,))
+            t.start()
+            t.join()
+        done_at_once = w.done()
+        return done_at_once, await w
+    got = run(main)
+    want = (on == "loop_thread" and sys.version_info >= (3, 13), 1)
+    assert got == want
+
+
 def test_ext_run_in_executor_burst_is_batched(run):
     # loop.run_in_executor chains the pool future to an asyncio future;
     # with a cfutures pool the chain's hand-over to the loop is batched

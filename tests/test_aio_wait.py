@@ -405,8 +405,10 @@ def make_on_completion(counter, waiter, return_when=asyncio.ALL_COMPLETED):
     """A function with asyncio.wait's own _on_completion code, on cells of
     our choosing: what asyncio.tasks._wait registers."""
     code = on_completion_code()
+    # cur_task (3.14+): the task awaiting asyncio.wait, for its
+    # awaited-by bookkeeping, which skips what is not an asyncio future.
     cells = {"counter": counter, "return_when": return_when,
-             "timeout_handle": None, "waiter": waiter}
+             "timeout_handle": None, "waiter": waiter, "cur_task": None}
     fn = types.FunctionType(
         code, asyncio.tasks.__dict__, "_on_completion", None,
         tuple(types.CellType(cells[v]) for v in code.co_freevars))
