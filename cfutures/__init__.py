@@ -50,8 +50,42 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolExecutor,
     initializer=None, initargs=())
     """
 
+    if hasattr(_std.ThreadPoolExecutor, "prepare_context"):
+        # 3.14+: the stdlib's workers run tasks through a context that a
+        # subclass may replace (InterpreterPoolExecutor does).  cfutures'
+        # workers are C code that runs fn(*args, **kwargs) itself, so say
+        # so when the class is made rather than ignore the override.
+        def __init_subclass__(cls, **kwargs):
+            super().__init_subclass__(**kwargs)
+            if "prepare_context" in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__qualname__}: cfutures.ThreadPoolExecutor runs "
+                    "tasks in its own C workers and does not support "
+                    "overriding prepare_context()")
+
 
 _cfutures._set_public_types(Future, ThreadPoolExecutor)
+
+
+# Every other public name of this interpreter's concurrent.futures (Executor,
+# ProcessPoolExecutor, 3.14's InterpreterPoolExecutor, ...) is the stdlib's
+# own object, so `import cfutures as futures` is a complete drop-in.  Looked
+# up on first use, as the stdlib does for its executors: importing cfutures
+# does not import multiprocessing.
+_FROM_STDLIB = tuple(n for n in _std.__all__ if n not in globals())
+__all__ += _FROM_STDLIB
+
+
+def __getattr__(name):
+    if name in _FROM_STDLIB:
+        value = getattr(_std, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_FROM_STDLIB))
 
 
 # ---- asyncio bridge (src/aio.c) -------------------------------------------

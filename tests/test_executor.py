@@ -820,10 +820,13 @@ def test_ext_private_attributes_read_only():
 
 
 def test_ext_no_stdlib_method_runs():
-    # Every method of the stdlib class is overridden by the C type.
+    # Every method of the stdlib class is overridden by the C type.  Not
+    # methods: 3.14's BROKEN (the exception class, shared) and its
+    # prepare_context classmethod, which never sees an executor.
     std = concurrent.futures.ThreadPoolExecutor
     for name, value in vars(std).items():
-        if callable(value) and name not in ("__init__", "_counter"):
+        if (callable(value) and not isinstance(value, type)
+                and name not in ("__init__", "_counter", "prepare_context")):
             assert getattr(cfutures.ThreadPoolExecutor, name) is not value, name
     for name in ("submit", "map", "shutdown", "__enter__", "__exit__"):
         assert getattr(cfutures.ThreadPoolExecutor, name) is not getattr(
@@ -950,8 +953,11 @@ def test_submit_after_interpreter_shutdown(modname):
 @pytest.mark.parametrize("modname", ["concurrent.futures", "cfutures"])
 def test_fork(modname):
     r = run_script(f"""
-        import os, sys, time
+        import os, sys, time, warnings
         import {modname} as mod
+        # From 3.12 fork() in a threaded process warns, for both.
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded",
+                                DeprecationWarning)
         ex = mod.ThreadPoolExecutor(4)
         assert sum(f.result() for f in [ex.submit(pow, i, 2)
                                         for i in range(100)]) == 328350
@@ -1126,3 +1132,24 @@ def test_argument_given_twice_messages(mod):
                        r"values for argument 'fn'$"):
         e.map(abs, [1], fn=abs)
     e.shutdown()
+
+
+def test_broken_class_attribute(mod):
+    # 3.14 names the exception a broken pool raises in a class attribute.
+    if not hasattr(concurrent.futures.ThreadPoolExecutor, "BROKEN"):
+        assert not hasattr(mod.ThreadPoolExecutor, "BROKEN")
+        return
+    assert mod.ThreadPoolExecutor.BROKEN is BrokenThreadPool
+
+
+@pytest.mark.skipif(
+    not hasattr(concurrent.futures.ThreadPoolExecutor, "prepare_context"),
+    reason="3.14+: worker contexts")
+def test_ext_prepare_context_override_refused():
+    # cfutures' C workers have no context protocol: a subclass relying on
+    # one is refused when it is made, not silently ignored.
+    with pytest.raises(TypeError, match="prepare_context"):
+        class Custom(cfutures.ThreadPoolExecutor):
+            @classmethod
+            def prepare_context(cls, initializer, initargs):
+                raise AssertionError("never called")

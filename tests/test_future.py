@@ -5,6 +5,7 @@ import logging
 import pickle
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -596,3 +597,42 @@ def test_stdlib_wait_ignores_unnotified_cancel(mod):
     f.set_running_or_notify_cancel()
     done, not_done = std.wait([f], timeout=0)
     assert done == {f}
+
+
+def test_ext_every_stdlib_name_is_there():
+    # `import cfutures as futures` is a complete drop-in: every public name
+    # of this interpreter's concurrent.futures, cfutures' class where it
+    # has one and the stdlib's object otherwise.
+    for name in std.__all__:
+        assert name in cfutures.__all__, name
+        ours = getattr(cfutures, name)
+        if name in ("Future", "ThreadPoolExecutor", "wait", "as_completed"):
+            assert ours is not getattr(std, name), name
+        else:
+            assert ours is getattr(std, name), name
+    assert set(std.__all__) <= set(dir(cfutures))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cfutures.nope
+
+
+def test_ext_import_does_not_load_multiprocessing():
+    # ProcessPoolExecutor comes from the stdlib on first use, as there.
+    r = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, cfutures; print('multiprocessing' in sys.modules); "
+         "cfutures.ProcessPoolExecutor; "
+         "print('multiprocessing' in sys.modules)"],
+        capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["False", "True"], r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_ext_process_pool_through_cfutures():
+    # The stdlib's ProcessPoolExecutor, reached through cfutures, with
+    # cfutures.wait and as_completed over its futures.
+    with cfutures.ProcessPoolExecutor(2) as ex:
+        fs = [ex.submit(abs, -i) for i in range(20)]
+        done, not_done = cfutures.wait(fs, timeout=60)
+        assert not not_done
+        assert sorted(f.result() for f in cfutures.as_completed(fs)) == \
+            list(range(20))
