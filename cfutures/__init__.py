@@ -37,7 +37,14 @@ __all__ = [
 
 
 class Future(_cfutures.Future, _std.Future):
-    """Represents the result of an asynchronous computation."""
+    """Represents the result of an asynchronous computation.
+
+    A concurrent.futures.Future (a subclass of it) whose methods are written
+    in C.  It is also awaitable: ``await future`` in a coroutine, on any
+    running event loop, waits without blocking the loop and returns the
+    result or raises the exception.  Like asyncio.Future it has
+    remove_done_callback(), so asyncio.wait() takes it as it is.
+    """
 
     __slots__ = ()
 
@@ -46,9 +53,18 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolExecutor,
                          _std.ThreadPoolExecutor):
     """An Executor that runs calls on a pool of threads.
 
-    ThreadPoolExecutor(max_workers=None, thread_name_prefix='',
-    initializer=None, initargs=())
+    Args:
+        max_workers: The maximum number of threads that can be used to
+            execute the given calls (default: min(32, os.cpu_count() + 4)).
+        thread_name_prefix: An optional name prefix to give our threads.
+        initializer: A callable used to initialize worker threads.
+        initargs: A tuple of arguments to pass to the initializer.
+
+    A concurrent.futures.ThreadPoolExecutor (a subclass of it) written in
+    C; its futures are cfutures.Future.
     """
+    # No signature line here: inspect.signature() and help() find the C
+    # type's text signature further along the MRO.
 
     if hasattr(_std.ThreadPoolExecutor, "prepare_context"):
         # 3.14+: the stdlib's workers run tasks through a context that a

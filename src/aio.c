@@ -1221,23 +1221,76 @@ node_clear(cf_aionode *n)
     Py_CLEAR(n->cancel_msg);
 }
 
+/* asyncio's future protocol, as asyncio.Future's own methods document it;
+ * the text signatures are asyncio.Future's. */
+PyDoc_STRVAR(node_get_loop_doc,
+"get_loop($self, /)\n--\n\nReturn the event loop the Future is bound to.");
+PyDoc_STRVAR(node_add_done_callback_doc,
+"add_done_callback($self, fn, /, *, context=None)\n--\n\n"
+"Add a callback to be run when the future becomes done.\n\n"
+"The callback is called with a single argument - the future object. If\n"
+"the future is already done when this is called, the callback is\n"
+"scheduled with call_soon.");
+PyDoc_STRVAR(node_remove_done_callback_doc,
+"remove_done_callback($self, fn, /)\n--\n\n"
+"Remove all instances of a callback from the \"call when done\" list.\n\n"
+"Returns the number of callbacks removed.");
+PyDoc_STRVAR(node_done_doc,
+"done($self, /)\n--\n\n"
+"Return True if the future is done.\n\n"
+"Done means either that a result / exception are available, or that the\n"
+"future was cancelled.");
+PyDoc_STRVAR(node_cancelled_doc,
+"cancelled($self, /)\n--\n\nReturn True if the future was cancelled.");
+PyDoc_STRVAR(node_result_doc,
+"result($self, /)\n--\n\n"
+"Return the result this future represents.\n\n"
+"If the future has been cancelled, raises CancelledError.  If the\n"
+"future's result isn't yet available, raises InvalidStateError.  If\n"
+"the future is done and has an exception set, this exception is raised.");
+PyDoc_STRVAR(node_exception_doc,
+"exception($self, /)\n--\n\n"
+"Return the exception that was set on this future.\n\n"
+"The exception (or None if no exception was set) is returned only if\n"
+"the future is done.  If the future has been cancelled, raises\n"
+"CancelledError.  If the future isn't done yet, raises\n"
+"InvalidStateError.");
+PyDoc_STRVAR(node_cancel_doc,
+"cancel($self, /, msg=None)\n--\n\n"
+"Cancel the future and schedule callbacks.\n\n"
+"If the future is already done or cancelled, return False.  Otherwise,\n"
+"change the future's state to cancelled, schedule the callbacks and\n"
+"return True.");
+PyDoc_STRVAR(node_send_doc,
+"send($self, value, /)\n--\n\n"
+"send(arg) -> send 'arg' into coroutine,\n"
+"return next iterated value or raise StopIteration.");
+PyDoc_STRVAR(node_throw_doc,
+"throw(typ[,val[,tb]]) -> raise exception in coroutine,\n"
+"return next iterated value or raise StopIteration.");
+PyDoc_STRVAR(node_close_doc,
+"close($self, /)\n--\n\n"
+"close() -> raise GeneratorExit inside coroutine.");
+
 #define NODE_METHODS                                                       \
-    {"get_loop", node_get_loop, METH_NOARGS, NULL},                        \
+    {"get_loop", node_get_loop, METH_NOARGS, node_get_loop_doc},           \
     {"add_done_callback", (PyCFunction)(void (*)(void))                    \
-     node_add_done_callback, METH_FASTCALL | METH_KEYWORDS, NULL},         \
-    {"remove_done_callback", node_remove_done_callback, METH_O, NULL},     \
-    {"done", node_done, METH_NOARGS, NULL},                                \
-    {"cancelled", node_cancelled, METH_NOARGS, NULL},                      \
-    {"result", node_result, METH_NOARGS, NULL},                            \
-    {"exception", node_exception_meth, METH_NOARGS, NULL},                 \
+     node_add_done_callback, METH_FASTCALL | METH_KEYWORDS,                \
+     node_add_done_callback_doc},                                          \
+    {"remove_done_callback", node_remove_done_callback, METH_O,            \
+     node_remove_done_callback_doc},                                       \
+    {"done", node_done, METH_NOARGS, node_done_doc},                       \
+    {"cancelled", node_cancelled, METH_NOARGS, node_cancelled_doc},        \
+    {"result", node_result, METH_NOARGS, node_result_doc},                 \
+    {"exception", node_exception_meth, METH_NOARGS, node_exception_doc},   \
     {"cancel", (PyCFunction)(void (*)(void))node_cancel,                   \
-     METH_FASTCALL | METH_KEYWORDS, NULL},                                 \
+     METH_FASTCALL | METH_KEYWORDS, node_cancel_doc},                      \
     {"_make_cancelled_error", node_make_cancelled_error, METH_NOARGS,      \
      NULL},                                                                \
-    {"send", node_send, METH_O, NULL},                                     \
+    {"send", node_send, METH_O, node_send_doc},                            \
     {"throw", (PyCFunction)(void (*)(void))node_throw, METH_FASTCALL,      \
-     NULL},                                                                \
-    {"close", node_close, METH_NOARGS, NULL},
+     node_throw_doc},                                                      \
+    {"close", node_close, METH_NOARGS, node_close_doc},
 
 #define NODE_GETSET                                                        \
     {"_asyncio_future_blocking", node_get_blocking, node_set_blocking,     \
@@ -1995,8 +2048,10 @@ static PyMemberDef aiocall_members[] = {
 };
 
 static PyType_Slot aiocall_slots[] = {
-    {Py_tp_doc, "A cfutures.to_thread() call: await it, gather it, or make "
-                "it a task."},
+    {Py_tp_doc, "A cfutures.to_thread() call: a coroutine and an asyncio "
+                "future at once.\n\nAwait it, gather it, pass it to "
+                "asyncio.wait or make it a task; it is submitted when it is "
+                "first awaited or handed to asyncio."},
     {Py_tp_dealloc, aio_dealloc},
     {Py_tp_finalize, aiocall_finalize},
     {Py_tp_traverse, aiocall_traverse},

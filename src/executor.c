@@ -1379,6 +1379,7 @@ mapiter_dealloc(cf_mapiter *mi)
 
 static PyMethodDef mapiter_methods[] = {
     {"close", (PyCFunction)mapiter_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
      "Stop the iteration and cancel the calls not yet yielded."},
     {NULL, NULL, 0, NULL},
 };
@@ -1788,32 +1789,108 @@ static PyMemberDef executor_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* The docstrings start with a text signature ("name($self, ...)\n--\n\n"),
+ * which gives inspect.signature() and help() the stdlib's signatures. */
+
+PyDoc_STRVAR(executor_submit_doc,
+"submit($self, fn, /, *args, **kwargs)\n--\n\n"
+"Submits a callable to be executed with the given arguments.\n\n"
+"Schedules the callable to be executed as fn(*args, **kwargs) and returns\n"
+"a Future instance (a cfutures.Future) representing the execution of the\n"
+"callable.\n\n"
+"Returns:\n"
+"    A Future representing the given call.\n\n"
+"Raises:\n"
+"    RuntimeError: If the executor was shut down, or interpreter shutdown\n"
+"        has begun.\n"
+"    BrokenThreadPool: If a worker's initializer failed.");
+
+PyDoc_STRVAR(executor_map_doc,
+"map($self, fn, *iterables, timeout=None, chunksize=1, buffersize=None)\n"
+"--\n\n"
+"Returns an iterator equivalent to map(fn, iter).\n\n"
+"Args:\n"
+"    fn: A callable that will take as many arguments as there are\n"
+"        passed iterables.\n"
+"    timeout: The maximum number of seconds to wait. If None, then there\n"
+"        is no limit on the wait time.\n"
+"    chunksize: The size of the chunks the iterable will be broken into\n"
+"        before being passed to a child process. This argument is only\n"
+"        used by ProcessPoolExecutor; it is ignored by\n"
+"        ThreadPoolExecutor.\n"
+"    buffersize: The number of submitted tasks whose results have not\n"
+"        yet been yielded. If the buffer is full, iteration over the\n"
+"        iterables pauses until a result is yielded from the buffer.\n"
+"        If None, all input elements are eagerly collected, and a task is\n"
+"        submitted for each.  (New in the stdlib in 3.14; cfutures has\n"
+"        it on every version.)\n\n"
+"Returns:\n"
+"    An iterator equivalent to: map(func, *iterables) but the calls may\n"
+"    be evaluated out-of-order.  Closing or dropping it cancels the calls\n"
+"    that have not started.\n\n"
+"Raises:\n"
+"    TimeoutError: If the entire result iterator could not be generated\n"
+"        before the given timeout.\n"
+"    Exception: If fn(*args) raises for any values.");
+
+PyDoc_STRVAR(executor_shutdown_doc,
+"shutdown($self, /, wait=True, *, cancel_futures=False)\n--\n\n"
+"Clean-up the resources associated with the Executor.\n\n"
+"It is safe to call this method several times. Otherwise, no other\n"
+"methods can be called after this one.\n\n"
+"Args:\n"
+"    wait: If True then shutdown will not return until all running\n"
+"        futures have finished executing and the resources used by the\n"
+"        executor have been reclaimed.\n"
+"    cancel_futures: If True then shutdown will cancel all pending\n"
+"        futures. Futures that are completed or running will not be\n"
+"        cancelled.");
+
+PyDoc_STRVAR(executor_enter_doc,
+"__enter__($self, /)\n--\n\n"
+"Return the executor itself, for a with statement.");
+
+PyDoc_STRVAR(executor_exit_doc,
+"__exit__($self, exc_type, exc_val, exc_tb, /)\n--\n\n"
+"Call self.shutdown(wait=True); the exception, if any, propagates.");
+
 static PyMethodDef executor_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))executor_submit,
-     METH_FASTCALL | METH_KEYWORDS,
-     "submit($self, fn, /, *args, **kwargs)\n--\n\n"
-     "Schedule fn(*args, **kwargs) and return a Future for it."},
+     METH_FASTCALL | METH_KEYWORDS, executor_submit_doc},
     {"map", (PyCFunction)(void (*)(void))executor_map,
-     METH_FASTCALL | METH_KEYWORDS,
-     "map($self, fn, *iterables, timeout=None, chunksize=1,\n"
-     "    buffersize=None)\n--\n\n"
-     "Return an iterator of fn(*args) over zip(*iterables), in order."},
+     METH_FASTCALL | METH_KEYWORDS, executor_map_doc},
     {"shutdown", (PyCFunction)(void (*)(void))executor_shutdown,
-     METH_FASTCALL | METH_KEYWORDS,
-     "shutdown($self, /, wait=True, *, cancel_futures=False)\n--\n\n"
-     "Stop accepting work; with wait, join the workers."},
+     METH_FASTCALL | METH_KEYWORDS, executor_shutdown_doc},
     {"_adjust_thread_count", (PyCFunction)executor_adjust_thread_count,
      METH_NOARGS, NULL},
     {"_initializer_failed", (PyCFunction)executor_initializer_failed,
      METH_NOARGS, NULL},
-    {"__enter__", (PyCFunction)executor_enter, METH_NOARGS, NULL},
+    {"__enter__", (PyCFunction)executor_enter, METH_NOARGS,
+     executor_enter_doc},
     {"__exit__", (PyCFunction)(void (*)(void))executor_exit, METH_FASTCALL,
-     NULL},
+     executor_exit_doc},
     {NULL, NULL, 0, NULL},
 };
 
+/* The text signature gives inspect.signature(ThreadPoolExecutor) the
+ * stdlib's.  3.14's stdlib adds **ctxkwargs, which only reach its
+ * prepare_context() hook (for InterpreterPoolExecutor): cfutures has no
+ * such hook and rejects unknown keywords, so its signature does not claim
+ * them (the plain stdlib class rejects them too, from prepare_context). */
+PyDoc_STRVAR(executor_doc,
+"ThreadPoolExecutor(max_workers=None, thread_name_prefix='',\n"
+"                   initializer=None, initargs=())\n--\n\n"
+"An Executor that runs calls on a pool of threads.\n\n"
+"Args:\n"
+"    max_workers: The maximum number of threads that can be used to\n"
+"        execute the given calls (default: min(32, os.cpu_count() + 4)).\n"
+"    thread_name_prefix: An optional name prefix to give our threads.\n"
+"    initializer: A callable used to initialize worker threads.\n"
+"    initargs: A tuple of arguments to pass to the initializer.\n\n"
+"Its futures are cfutures.Future, awaitable in asyncio.");
+
 static PyType_Slot executor_slots[] = {
-    {Py_tp_doc, "An Executor that runs calls on a pool of threads."},
+    {Py_tp_doc, (void *)executor_doc},
     {Py_tp_new, executor_new},
     {Py_tp_init, executor_init},
     {Py_tp_dealloc, executor_dealloc},

@@ -990,36 +990,134 @@ future_dealloc(cf_future *self)
     Py_TRASHCAN_END
 }
 
+/* The docstrings start with a text signature ("name($self, ...)\n--\n\n"),
+ * which gives inspect.signature() and help() the stdlib's signatures; a
+ * METH_O parameter is positional-only, and its signature says so. */
+
+PyDoc_STRVAR(future_result_doc,
+"result($self, /, timeout=None)\n--\n\n"
+"Return the result of the call that the future represents.\n\n"
+"Args:\n"
+"    timeout: The number of seconds to wait for the result if the future\n"
+"        isn't done. If None, then there is no limit on the wait time.\n\n"
+"Returns:\n"
+"    The result of the call that the future represents.\n\n"
+"Raises:\n"
+"    CancelledError: If the future was cancelled.\n"
+"    TimeoutError: If the future didn't finish executing before the given\n"
+"        timeout.\n"
+"    Exception: If the call raised then that exception will be raised.");
+
+PyDoc_STRVAR(future_exception_doc,
+"exception($self, /, timeout=None)\n--\n\n"
+"Return the exception raised by the call that the future represents.\n\n"
+"Args:\n"
+"    timeout: The number of seconds to wait for the exception if the\n"
+"        future isn't done. If None, then there is no limit on the wait\n"
+"        time.\n\n"
+"Returns:\n"
+"    The exception raised by the call that the future represents or None\n"
+"    if the call completed without raising.\n\n"
+"Raises:\n"
+"    CancelledError: If the future was cancelled.\n"
+"    TimeoutError: If the future didn't finish executing before the given\n"
+"        timeout.");
+
+PyDoc_STRVAR(future_set_result_doc,
+"set_result($self, result, /)\n--\n\n"
+"Sets the return value of work associated with the future.\n\n"
+"Wakes every thread and coroutine waiting for the future and runs its\n"
+"done-callbacks.  Raises InvalidStateError if the future is already\n"
+"finished or cancelled.\n\n"
+"Should only be used by Executor implementations and unit tests.");
+
+PyDoc_STRVAR(future_set_exception_doc,
+"set_exception($self, exception, /)\n--\n\n"
+"Sets the result of the future as being the given exception.\n\n"
+"Wakes every thread and coroutine waiting for the future and runs its\n"
+"done-callbacks.  Raises InvalidStateError if the future is already\n"
+"finished or cancelled.\n\n"
+"Should only be used by Executor implementations and unit tests.");
+
+PyDoc_STRVAR(future_cancel_doc,
+"cancel($self, /)\n--\n\n"
+"Cancel the future if possible.\n\n"
+"Returns True if the future was cancelled, False otherwise. A future\n"
+"cannot be cancelled if it is running or has already completed.");
+
+PyDoc_STRVAR(future_cancelled_doc,
+"cancelled($self, /)\n--\n\n"
+"Return True if the future was cancelled.");
+
+PyDoc_STRVAR(future_running_doc,
+"running($self, /)\n--\n\n"
+"Return True if the future is currently executing.");
+
+PyDoc_STRVAR(future_done_doc,
+"done($self, /)\n--\n\n"
+"Return True if the future was cancelled or finished executing.");
+
+PyDoc_STRVAR(future_add_done_callback_doc,
+"add_done_callback($self, fn, /)\n--\n\n"
+"Attaches a callable that will be called when the future finishes.\n\n"
+"Args:\n"
+"    fn: A callable that will be called with this future as its only\n"
+"        argument when the future completes or is cancelled. The callable\n"
+"        will always be called by a thread in the same process in which\n"
+"        it was added. If the future has already completed or been\n"
+"        cancelled then the callable will be called immediately. These\n"
+"        callables are called in the order that they were added.\n\n"
+"asyncio's own callbacks (those of asyncio.wait and asyncio.wrap_future)\n"
+"run on the event loop that added them instead; see the README.");
+
+PyDoc_STRVAR(future_remove_done_callback_doc,
+"remove_done_callback($self, fn, /)\n--\n\n"
+"Remove all instances of a callback from the \"call when done\" list.\n\n"
+"Returns the number of callbacks removed.  Each callback is either\n"
+"removed or run, exactly once, even against a concurrent completion.\n\n"
+"An extension: asyncio.Future has this method, concurrent.futures.Future\n"
+"does not; asyncio.wait() uses it.");
+
+PyDoc_STRVAR(future_set_running_or_notify_cancel_doc,
+"set_running_or_notify_cancel($self, /)\n--\n\n"
+"Mark the future as running or process any cancel notifications.\n\n"
+"Should only be used by Executor implementations and unit tests.\n\n"
+"If the future has been cancelled (cancel() was called and returned\n"
+"True) then any threads waiting on the future completing (though calls\n"
+"to as_completed() or wait()) are notified and False is returned.\n\n"
+"If the future was not cancelled then it is put in the running state\n"
+"(future calls to running() will return True) and True is returned.\n\n"
+"This method should be called by Executor implementations before\n"
+"executing the work associated with this future. If this method returns\n"
+"False then the work should not be executed.\n\n"
+"Returns:\n"
+"    False if the Future was cancelled, True otherwise.\n\n"
+"Raises:\n"
+"    RuntimeError: if this method was already called or if set_result()\n"
+"        or set_exception() was called.");
+
 static PyMethodDef future_methods[] = {
     {"result", (PyCFunction)(void (*)(void))future_result,
-     METH_FASTCALL | METH_KEYWORDS,
-     "Return the result, waiting up to timeout seconds for it."},
+     METH_FASTCALL | METH_KEYWORDS, future_result_doc},
     {"exception", (PyCFunction)(void (*)(void))future_exception,
-     METH_FASTCALL | METH_KEYWORDS,
-     "Return the exception raised by the call, waiting up to timeout "
-     "seconds."},
+     METH_FASTCALL | METH_KEYWORDS, future_exception_doc},
     {"set_result", (PyCFunction)future_set_result, METH_O,
-     "Set the result of the future and mark it finished."},
+     future_set_result_doc},
     {"set_exception", (PyCFunction)future_set_exception, METH_O,
-     "Set the exception of the future and mark it finished."},
-    {"cancel", (PyCFunction)future_cancel, METH_NOARGS,
-     "Cancel the future if possible; True if it is cancelled."},
+     future_set_exception_doc},
+    {"cancel", (PyCFunction)future_cancel, METH_NOARGS, future_cancel_doc},
     {"cancelled", (PyCFunction)future_cancelled, METH_NOARGS,
-     "True if the future was cancelled."},
+     future_cancelled_doc},
     {"running", (PyCFunction)future_running, METH_NOARGS,
-     "True if the future is running."},
-    {"done", (PyCFunction)future_done, METH_NOARGS,
-     "True if the future finished or was cancelled."},
+     future_running_doc},
+    {"done", (PyCFunction)future_done, METH_NOARGS, future_done_doc},
     {"add_done_callback", (PyCFunction)future_add_done_callback, METH_O,
-     "Call fn(future) when the future is done (now if it already is)."},
+     future_add_done_callback_doc},
     {"remove_done_callback", (PyCFunction)future_remove_done_callback,
-     METH_O,
-     "Remove every done-callback equal to fn; return how many were "
-     "removed.\n\nAn extension (asyncio.Future has it, "
-     "concurrent.futures.Future does not); asyncio.wait uses it."},
+     METH_O, future_remove_done_callback_doc},
     {"set_running_or_notify_cancel",
      (PyCFunction)future_set_running_or_notify_cancel, METH_NOARGS,
-     "Mark the future running, or notify waiters that it was cancelled."},
+     future_set_running_or_notify_cancel_doc},
     {"_invoke_callbacks", (PyCFunction)future_invoke_callbacks, METH_NOARGS,
      NULL},
     {"_Future__get_result", (PyCFunction)future_get_result_private,
@@ -1045,8 +1143,15 @@ static PyMemberDef future_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* The text signature gives inspect.signature(Future) the stdlib's "()". */
+PyDoc_STRVAR(future_doc,
+"Future()\n--\n\n"
+"Represents the result of an asynchronous computation.\n\n"
+"Awaitable in asyncio: `await future` in a coroutine on any running loop\n"
+"waits without blocking the loop and returns the result (or raises).");
+
 static PyType_Slot future_slots[] = {
-    {Py_tp_doc, "Represents the result of an asynchronous computation."},
+    {Py_tp_doc, (void *)future_doc},
     {Py_tp_new, future_new},
     {Py_tp_init, future_init},
     {Py_tp_dealloc, future_dealloc},

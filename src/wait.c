@@ -1225,6 +1225,7 @@ cf_as_completed(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
 
 static PyMethodDef ac_methods[] = {
     {"close", (PyCFunction)ac_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
      "Stop waiting: remove this iterator from the futures it waits on."},
     {NULL, NULL, 0, NULL},
 };
@@ -1255,16 +1256,42 @@ static PyType_Spec ac_spec = {
 PyDoc_STRVAR(wait_doc,
 "wait($module, /, fs, timeout=None, return_when='ALL_COMPLETED')\n--\n\n"
 "Wait for the futures in the given sequence to complete.\n\n"
-"Returns a named 2-tuple of sets, done and not_done, as\n"
-"concurrent.futures.wait() does.  Takes cfutures futures and any\n"
-"concurrent.futures.Future.");
+"Args:\n"
+"    fs: The sequence of Futures (possibly created by different Executors) to\n"
+"        wait upon: cfutures futures and any concurrent.futures.Future.\n"
+"    timeout: The maximum number of seconds to wait. If None, then there\n"
+"        is no limit on the wait time.\n"
+"    return_when: Indicates when this function should return. The options\n"
+"        are:\n\n"
+"        FIRST_COMPLETED - Return when any future finishes or is\n"
+"                          cancelled.\n"
+"        FIRST_EXCEPTION - Return when any future finishes by raising an\n"
+"                          exception. If no future raises an exception\n"
+"                          then it is equivalent to ALL_COMPLETED.\n"
+"        ALL_COMPLETED -   Return when all futures finish or are cancelled.\n\n"
+"Returns:\n"
+"    A named 2-tuple of sets (concurrent.futures' DoneAndNotDoneFutures).\n"
+"    The first set, named 'done', contains the futures that completed (is\n"
+"    finished or cancelled) before the wait completed. The second set,\n"
+"    named 'not_done', contains uncompleted futures. Duplicate futures\n"
+"    given to *fs* are removed and will be returned only once.");
 
 PyDoc_STRVAR(as_completed_doc,
 "as_completed($module, /, fs, timeout=None)\n--\n\n"
 "An iterator over the given futures that yields each as it completes.\n\n"
-"Duplicates in fs are yielded once.  Raises TimeoutError if the\n"
-"iteration is not finished timeout seconds after it started.  Takes\n"
-"cfutures futures and any concurrent.futures.Future.");
+"Args:\n"
+"    fs: The sequence of Futures (possibly created by different Executors) to\n"
+"        iterate over: cfutures futures and any concurrent.futures.Future.\n"
+"    timeout: The maximum number of seconds to wait. If None, then there\n"
+"        is no limit on the wait time.\n\n"
+"Returns:\n"
+"    An iterator that yields the given Futures as they complete (finished or\n"
+"    cancelled), first those already done. If any given Futures are\n"
+"    duplicated, they will be returned once.  As with the stdlib's\n"
+"    generator, fs is read and the timeout starts at the first next().\n\n"
+"Raises:\n"
+"    TimeoutError: If the entire result iterator could not be generated\n"
+"        before the given timeout.");
 
 static PyMethodDef wait_functions[] = {
     {"wait", (PyCFunction)(void (*)(void))cf_wait,
