@@ -784,13 +784,53 @@ parse_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
     return 0;
 }
 
+/* result()'s and exception()'s answer once the wait is over. */
+static PyObject *
+result_outcome(cf_future *self)
+{
+    if (!cf_future_is_done(self)) {
+        return raise_timeout(self);
+    }
+    return cf_future_get_result(self);
+}
+
+static PyObject *
+exception_outcome(cf_future *self)
+{
+    if (self->state == CF_CANCELLED
+        || self->state == CF_CANCELLED_AND_NOTIFIED) {
+        return raise_cancelled(self);
+    }
+    if (self->state != CF_FINISHED) {
+        return raise_timeout(self);
+    }
+    return Py_NewRef(self->exception != NULL ? self->exception : Py_None);
+}
+
+/* A future written to by hand is read under _condition, so a writer that
+ * holds it has finished writing (see future_set_state). */
+static PyObject *
+read_outcome(cf_future *self, PyObject *(*outcome)(cf_future *))
+{
+    if (!self->by_hand) {
+        return outcome(self);
+    }
+    PyObject *cond;
+    if (compat_acquire(self, &cond) < 0) {
+        return NULL;
+    }
+    PyObject *r = outcome(self);
+    compat_release(cond);
+    return r;
+}
+
 static PyObject *
 future_result(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
     PyObject *timeout;
     if (self->state == CF_FINISHED && self->exception == NULL && nargs == 0
-        && kwnames == NULL) {
+        && kwnames == NULL && !self->by_hand) {
         /* The common case: a finished future read without a timeout. */
         return Py_NewRef(self->result != NULL ? self->result : Py_None);
     }
@@ -798,10 +838,7 @@ future_result(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
         || wait_done(self, timeout) < 0) {
         return NULL;
     }
-    if (!cf_future_is_done(self)) {
-        return raise_timeout(self);
-    }
-    return cf_future_get_result(self);
+    return read_outcome(self, result_outcome);
 }
 
 static PyObject *
@@ -813,14 +850,7 @@ future_exception(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
         || wait_done(self, timeout) < 0) {
         return NULL;
     }
-    if (self->state == CF_CANCELLED
-        || self->state == CF_CANCELLED_AND_NOTIFIED) {
-        return raise_cancelled(self);
-    }
-    if (self->state != CF_FINISHED) {
-        return raise_timeout(self);
-    }
-    return Py_NewRef(self->exception != NULL ? self->exception : Py_None);
+    return read_outcome(self, exception_outcome);
 }
 
 static PyObject *
@@ -1083,6 +1113,102 @@ future_get_exception_attr(cf_future *self, void *closure)
     return Py_NewRef(self->exception ? self->exception : Py_None);
 }
 
+/* The stdlib's private protocol for completing a future by hand, which
+ * CPython's tests and code written against _base.py use:
+ *
+ *     with f._condition:
+ *         f._state = FINISHED
+ *         f._result = value          # or f._exception = exc
+ *         f._condition.notify_all()
+ *
+ * As in the stdlib, the writes take effect at once (a future set up this
+ * way before anyone waits on it is simply done), threads blocked in
+ * result() or exception() wake, and no done-callback runs (only
+ * set_result() and friends run them).  A state write also wakes the C
+ * waiters (result(), cfutures.wait(), as_completed()): a sleeper cannot
+ * hear notify_all() on a Condition it never made.  Since the other
+ * fields may still be being written, the future is marked by_hand and
+ * its result()/exception() then read it under _condition, as the
+ * stdlib's do, so they see the writer's last word; a future nobody
+ * writes to pays nothing for this. */
+
+static int
+cf_state_from_name(cf_state *st, PyObject *value)
+{
+    for (int i = 0; i < 5; i++) {
+        if (value == st->state_names[i]) {
+            return i;
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        int eq = PyObject_RichCompareBool(value, st->state_names[i], Py_EQ);
+        if (eq != 0) {
+            return eq < 0 ? -1 : i;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "%R is not a future state", value);
+    return -1;
+}
+
+static int
+future_set_state(cf_future *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete _state");
+        return -1;
+    }
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    int state = cf_state_from_name(st, value);
+    if (state < 0) {
+        return -1;
+    }
+    CF_BEGIN_CRITICAL(self)
+    int old = self->state;
+    self->by_hand = 1;
+    __atomic_store_n(&self->state, (unsigned char)state, __ATOMIC_RELEASE);
+    if (state != old && state >= CF_CANCELLED) {
+        notify_waiters(self, state == CF_FINISHED ? CF_EV_FINISHED
+                             : state == CF_CANCELLED ? CF_EV_CANCELLED
+                             : CF_EV_CANCEL_NOTIFIED);
+    }
+    CF_END_CRITICAL()
+    return 0;
+}
+
+/* _result and _exception: None is stored as NULL, as the C paths do. */
+static int
+set_outcome_field(cf_future *self, PyObject *value, PyObject **field,
+                  const char *name)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot delete %s", name);
+        return -1;
+    }
+    PyObject *old;
+    CF_BEGIN_CRITICAL(self)
+    self->by_hand = 1;
+    old = *field;
+    *field = value == Py_None ? NULL : Py_NewRef(value);
+    CF_END_CRITICAL()
+    Py_XDECREF(old);        /* outside the section: __del__ may run */
+    return 0;
+}
+
+static int
+future_set_result_attr(cf_future *self, PyObject *value, void *closure)
+{
+    return set_outcome_field(self, value, &self->result, "_result");
+}
+
+static int
+future_set_exception_attr(cf_future *self, PyObject *value, void *closure)
+{
+    return set_outcome_field(self, value, &self->exception, "_exception");
+}
+
 /* ---- object protocol ------------------------------------------------ */
 
 PyObject *
@@ -1207,11 +1333,14 @@ static PyMethodDef future_methods[] = {
 };
 
 static PyGetSetDef future_getset[] = {
-    {"_state", (getter)future_get_state, NULL, NULL, NULL},
+    {"_state", (getter)future_get_state, (setter)future_set_state, NULL,
+     NULL},
     {"_condition", (getter)future_get_condition, NULL, NULL, NULL},
     {"_waiters", (getter)future_get_waiters, NULL, NULL, NULL},
-    {"_result", (getter)future_get_result_attr, NULL, NULL, NULL},
-    {"_exception", (getter)future_get_exception_attr, NULL, NULL, NULL},
+    {"_result", (getter)future_get_result_attr,
+     (setter)future_set_result_attr, NULL, NULL},
+    {"_exception", (getter)future_get_exception_attr,
+     (setter)future_set_exception_attr, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
