@@ -1244,6 +1244,31 @@ future_init(cf_future *self, PyObject *args, PyObject *kwds)
                      "were given", PyTuple_GET_SIZE(args) + 1);
         return -1;
     }
+    if (self->state == CF_PENDING && self->result == NULL
+        && self->exception == NULL && self->callbacks == NULL
+        && self->compat == NULL && !self->by_hand) {
+        return 0;       /* a new future: nothing to reset */
+    }
+    /* Called again on a used future: the stdlib's __init__ starts it over
+     * (PENDING, no outcome, no callbacks, a new _condition and _waiters).
+     * Blocked C waiters stay linked and hear its next completion; they
+     * hold their own references, so nothing they use is freed here. */
+    PyObject *result, *exception, *callbacks, *compat;
+    CF_BEGIN_CRITICAL(self)
+    result = self->result;
+    exception = self->exception;
+    callbacks = self->callbacks;
+    compat = self->compat;
+    self->result = self->exception = self->callbacks = self->compat = NULL;
+    self->cb_is_list = 0;
+    self->by_hand = 0;
+    self->state = CF_PENDING;
+    CF_END_CRITICAL()
+    /* Outside the section: a __del__ may run. */
+    Py_XDECREF(result);
+    Py_XDECREF(exception);
+    Py_XDECREF(callbacks);
+    Py_XDECREF(compat);
     return 0;
 }
 

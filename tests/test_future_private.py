@@ -187,3 +187,41 @@ def test_ext_bad_state_is_refused():
     with pytest.raises(TypeError):
         del f._result
     assert f._state == PENDING
+
+
+@pytest.mark.parametrize("how", ["result", "exception", "cancel", "hand"])
+def test_init_again_starts_the_future_over(mod, how):
+    # Future.__init__() on a used future resets it, as _base.Future's does.
+    f = mod.Future()
+    calls = []
+    old_condition = f._condition
+    old_waiters = f._waiters
+    if how == "result":
+        f.set_result(1)
+    elif how == "exception":
+        f.set_exception(ValueError())
+    elif how == "cancel":
+        f.cancel()
+    else:
+        complete_by_hand(f, result=5)
+    f.__init__()
+    assert (f._state, f._result, f._exception) == (PENDING, None, None)
+    assert not f.done() and not f.cancelled() and not f.running()
+    assert f._condition is not old_condition
+    assert f._waiters is not old_waiters and f._waiters == []
+    with pytest.raises(std.TimeoutError):
+        f.result(timeout=0)
+    f.add_done_callback(calls.append)
+    f.set_result(2)
+    assert (f.result(), calls) == (2, [f])
+
+
+def test_init_again_forgets_pending_callbacks(mod):
+    f = mod.Future()
+    calls = []
+    f.add_done_callback(calls.append)
+    f.set_running_or_notify_cancel()
+    f.__init__()
+    assert f._state == PENDING
+    f.set_result(1)
+    assert calls == []
