@@ -179,6 +179,8 @@ typedef struct {
     cf_waitnode *waiters;      /* blocked C waiters */
     unsigned char state;
     unsigned char cb_is_list;
+    unsigned char by_hand;     /* _state, _result or _exception was written:
+                                  readers take _condition, as the stdlib's */
 } cf_future;
 
 int cf_future_setup(PyObject *module, cf_state *st);

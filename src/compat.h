@@ -147,6 +147,29 @@ cf_condition_wait_polls(PyObject *timeout)
     return r;
 }
 
+/* ---- recursion and threads ----------------------------------------- */
+
+/* How many more Python frames this thread may enter before RecursionError
+ * (sys.getrecursionlimit() minus the depth).  3.12 split the Python count
+ * from the C one; before, one counter served both. */
+static inline int
+cf_recursion_remaining(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030C0000
+    return ts->py_recursion_remaining;
+#else
+    return ts->recursion_remaining;
+#endif
+}
+
+/* A variable with one instance per OS thread. */
+#if defined(_MSC_VER)
+#  define CF_THREAD_LOCAL __declspec(thread)
+#else
+#  define CF_THREAD_LOCAL _Thread_local
+#endif
+
 /* ---- critical sections ---------------------------------------------- */
 
 /* A per-object critical section on a free-threaded build; with the GIL,

@@ -233,6 +233,160 @@ call_callback(cf_future *f, PyObject *fn)
     return 0;
 }
 
+/* ---- chains of completions ------------------------------------------
+ *
+ * A callback that completes another future runs that future's callbacks
+ * inside its own call, as in the stdlib.  There each link of such a chain
+ * costs Python frames only (set_result, _invoke_callbacks, the callback),
+ * which since 3.11 take no C stack, so a chain of 50,000 futures completes
+ * under a high recursion limit; here each link costs C stack (completion,
+ * the call, the callback's evaluation, set_result, completion ...), and
+ * it overflowed.  So a thread runs at most CF_CALLBACK_NESTING callback
+ * lists inside each other; the innermost of them (the "drain") runs the
+ * callbacks of any future completed within it in a loop instead: after
+ * the callback that completed that future returns, before the drain's
+ * next one, depth first.  A chain that stays below that depth runs in the
+ * stdlib's order exactly; past it only the code that follows a set_result
+ * in the same callback runs before, not after, the completed future's
+ * callbacks.
+ *
+ * The stdlib's chain ends in RecursionError when the recursion limit is
+ * too low for it.  The drain keeps that: each future it takes over
+ * carries the recursion depth its callbacks would have run at (`offset`
+ * frames more than where the drain runs them), and a completion (like
+ * the stdlib's set_result, entering a frame) raises RecursionError when
+ * that depth passes the limit.  ~0.7 KiB of C stack per level on 3.11:
+ * the nesting below takes well under a 512 KiB thread stack. */
+#define CF_CALLBACK_NESTING 100
+
+/* A future's detached callbacks, being run by the drain. */
+typedef struct {
+    cf_future *f;
+    PyObject *cbs;              /* one callable, or a list (is_list) */
+    Py_ssize_t next;            /* index of the next callback to run */
+    int is_list;
+    int offset;                 /* extra recursion depth, see above */
+} cf_cblist;
+
+typedef struct {
+    cf_cblist *items;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} cf_cbstack;
+
+/* Per thread: the drain's state lives on the drain's own C stack frame,
+ * so nothing outlives it. */
+static CF_THREAD_LOCAL struct {
+    int nesting;                /* callback lists running in this thread */
+    int offset;                 /* extra depth of the callback running */
+    int base_remaining;         /* cf_recursion_remaining() in the drain */
+    cf_cbstack *deferred;       /* where completions in the drain go */
+} cb_tls;
+
+static int
+cbstack_push(cf_cbstack *s, cf_cblist item)
+{
+    if (s->len == s->cap) {
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 16;
+        cf_cblist *items = PyMem_Realloc(s->items, cap * sizeof(cf_cblist));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->items = items;
+        s->cap = cap;
+    }
+    s->items[s->len++] = item;
+    return 0;
+}
+
+static void
+cbstack_free(cf_cbstack *s)
+{
+    for (Py_ssize_t i = 0; i < s->len; i++) {
+        Py_DECREF(s->items[i].f);
+        Py_DECREF(s->items[i].cbs);
+    }
+    PyMem_Free(s->items);
+    s->items = NULL;
+    s->len = s->cap = 0;
+}
+
+/* Before a state change that runs callbacks: RecursionError if this
+ * completion, in the stdlib, would be nested deeper than the recursion
+ * limit allows (only ever so in a drain). */
+static int
+check_chain_recursion(void)
+{
+    int offset = cb_tls.offset;
+    if (offset > 0 && cf_recursion_remaining() < offset) {
+        PyErr_SetString(PyExc_RecursionError,
+                        "maximum recursion depth exceeded");
+        return -1;
+    }
+    return 0;
+}
+
+/* The drain: run `first`'s callbacks and, depth first, those of every
+ * future completed meanwhile in this thread.  Steals first's references. */
+static int
+drain_callbacks(cf_cblist first)
+{
+    cf_cbstack stack = {NULL, 0, 0}, deferred = {NULL, 0, 0};
+    int saved_offset = cb_tls.offset;
+    int saved_base = cb_tls.base_remaining;
+    cf_cbstack *saved_deferred = cb_tls.deferred;
+    int rc = 0;
+    if (cbstack_push(&stack, first) < 0) {
+        Py_DECREF(first.f);
+        Py_DECREF(first.cbs);
+        return -1;
+    }
+    cb_tls.deferred = &deferred;
+    cb_tls.base_remaining = cf_recursion_remaining();
+    while (stack.len > 0) {
+        cf_cblist *top = &stack.items[stack.len - 1];
+        Py_ssize_t n = top->is_list ? PyList_GET_SIZE(top->cbs) : 1;
+        if (top->next >= n) {
+            stack.len--;
+            Py_DECREF(top->f);
+            Py_DECREF(top->cbs);
+            continue;
+        }
+        /* The list is detached: only this stack holds it. */
+        PyObject *fn = top->is_list ? PyList_GET_ITEM(top->cbs, top->next)
+                                    : top->cbs;
+        cf_future *f = top->f;
+        top->next++;
+        cb_tls.offset = top->offset;
+        Py_INCREF(fn);
+        rc = call_callback(f, fn);      /* may grow (move) the stack */
+        Py_DECREF(fn);
+        if (rc < 0) {
+            break;
+        }
+        /* What it completed runs next, the first one first. */
+        for (Py_ssize_t i = deferred.len - 1; i >= 0; i--) {
+            if (cbstack_push(&stack, deferred.items[i]) < 0) {
+                rc = -1;
+                break;
+            }
+            deferred.len--;
+        }
+        if (rc < 0) {
+            break;
+        }
+    }
+    cb_tls.deferred = saved_deferred;
+    cb_tls.base_remaining = saved_base;
+    cb_tls.offset = saved_offset;
+    /* After an error (a KeyboardInterrupt out of a callback) the rest do
+     * not run: in the stdlib it unwinds through their callers too. */
+    cbstack_free(&deferred);
+    cbstack_free(&stack);
+    return rc;
+}
+
 static int
 invoke_callbacks(cf_future *f)
 {
@@ -249,19 +403,41 @@ invoke_callbacks(cf_future *f)
     if (cbs == NULL) {
         return 0;
     }
+    if (cb_tls.nesting >= CF_CALLBACK_NESTING
+        && cb_tls.deferred != NULL) {
+        /* Inside a drain: it runs them once the current callback returns. */
+        cf_cblist item = {
+            (cf_future *)Py_NewRef(f), cbs, 0, is_list,
+            cb_tls.offset + cb_tls.base_remaining - cf_recursion_remaining(),
+        };
+        if (cbstack_push(cb_tls.deferred, item) < 0) {
+            Py_DECREF(f);
+            Py_DECREF(cbs);
+            return -1;
+        }
+        return 0;
+    }
     int rc = 0;
-    if (!is_list) {
-        rc = call_callback(f, cbs);
+    cb_tls.nesting++;
+    if (cb_tls.nesting >= CF_CALLBACK_NESTING) {
+        cf_cblist item = {(cf_future *)Py_NewRef(f), cbs, 0, is_list, 0};
+        rc = drain_callbacks(item);
     }
     else {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
-            if (call_callback(f, PyList_GET_ITEM(cbs, i)) < 0) {
-                rc = -1;
-                break;
+        if (!is_list) {
+            rc = call_callback(f, cbs);
+        }
+        else {
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(cbs); i++) {
+                if (call_callback(f, PyList_GET_ITEM(cbs, i)) < 0) {
+                    rc = -1;
+                    break;
+                }
             }
         }
+        Py_DECREF(cbs);
     }
-    Py_DECREF(cbs);
+    cb_tls.nesting--;
     return rc;
 }
 
@@ -324,7 +500,7 @@ static int
 complete(cf_future *f, PyObject *result, PyObject *exc)
 {
     PyObject *cond;
-    if (compat_acquire(f, &cond) < 0) {
+    if (check_chain_recursion() < 0 || compat_acquire(f, &cond) < 0) {
         return -1;
     }
     int invalid = 0;
@@ -372,7 +548,7 @@ int
 cf_future_cancel(cf_future *f)
 {
     PyObject *cond;
-    if (compat_acquire(f, &cond) < 0) {
+    if (check_chain_recursion() < 0 || compat_acquire(f, &cond) < 0) {
         return -1;
     }
     int rc;
@@ -608,13 +784,53 @@ parse_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
     return 0;
 }
 
+/* result()'s and exception()'s answer once the wait is over. */
+static PyObject *
+result_outcome(cf_future *self)
+{
+    if (!cf_future_is_done(self)) {
+        return raise_timeout(self);
+    }
+    return cf_future_get_result(self);
+}
+
+static PyObject *
+exception_outcome(cf_future *self)
+{
+    if (self->state == CF_CANCELLED
+        || self->state == CF_CANCELLED_AND_NOTIFIED) {
+        return raise_cancelled(self);
+    }
+    if (self->state != CF_FINISHED) {
+        return raise_timeout(self);
+    }
+    return Py_NewRef(self->exception != NULL ? self->exception : Py_None);
+}
+
+/* A future written to by hand is read under _condition, so a writer that
+ * holds it has finished writing (see future_set_state). */
+static PyObject *
+read_outcome(cf_future *self, PyObject *(*outcome)(cf_future *))
+{
+    if (!self->by_hand) {
+        return outcome(self);
+    }
+    PyObject *cond;
+    if (compat_acquire(self, &cond) < 0) {
+        return NULL;
+    }
+    PyObject *r = outcome(self);
+    compat_release(cond);
+    return r;
+}
+
 static PyObject *
 future_result(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
     PyObject *timeout;
     if (self->state == CF_FINISHED && self->exception == NULL && nargs == 0
-        && kwnames == NULL) {
+        && kwnames == NULL && !self->by_hand) {
         /* The common case: a finished future read without a timeout. */
         return Py_NewRef(self->result != NULL ? self->result : Py_None);
     }
@@ -622,10 +838,7 @@ future_result(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
         || wait_done(self, timeout) < 0) {
         return NULL;
     }
-    if (!cf_future_is_done(self)) {
-        return raise_timeout(self);
-    }
-    return cf_future_get_result(self);
+    return read_outcome(self, result_outcome);
 }
 
 static PyObject *
@@ -637,14 +850,7 @@ future_exception(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
         || wait_done(self, timeout) < 0) {
         return NULL;
     }
-    if (self->state == CF_CANCELLED
-        || self->state == CF_CANCELLED_AND_NOTIFIED) {
-        return raise_cancelled(self);
-    }
-    if (self->state != CF_FINISHED) {
-        return raise_timeout(self);
-    }
-    return Py_NewRef(self->exception != NULL ? self->exception : Py_None);
+    return read_outcome(self, exception_outcome);
 }
 
 static PyObject *
@@ -907,6 +1113,102 @@ future_get_exception_attr(cf_future *self, void *closure)
     return Py_NewRef(self->exception ? self->exception : Py_None);
 }
 
+/* The stdlib's private protocol for completing a future by hand, which
+ * CPython's tests and code written against _base.py use:
+ *
+ *     with f._condition:
+ *         f._state = FINISHED
+ *         f._result = value          # or f._exception = exc
+ *         f._condition.notify_all()
+ *
+ * As in the stdlib, the writes take effect at once (a future set up this
+ * way before anyone waits on it is simply done), threads blocked in
+ * result() or exception() wake, and no done-callback runs (only
+ * set_result() and friends run them).  A state write also wakes the C
+ * waiters (result(), cfutures.wait(), as_completed()): a sleeper cannot
+ * hear notify_all() on a Condition it never made.  Since the other
+ * fields may still be being written, the future is marked by_hand and
+ * its result()/exception() then read it under _condition, as the
+ * stdlib's do, so they see the writer's last word; a future nobody
+ * writes to pays nothing for this. */
+
+static int
+cf_state_from_name(cf_state *st, PyObject *value)
+{
+    for (int i = 0; i < 5; i++) {
+        if (value == st->state_names[i]) {
+            return i;
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        int eq = PyObject_RichCompareBool(value, st->state_names[i], Py_EQ);
+        if (eq != 0) {
+            return eq < 0 ? -1 : i;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "%R is not a future state", value);
+    return -1;
+}
+
+static int
+future_set_state(cf_future *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete _state");
+        return -1;
+    }
+    cf_state *st = cf_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    int state = cf_state_from_name(st, value);
+    if (state < 0) {
+        return -1;
+    }
+    CF_BEGIN_CRITICAL(self)
+    int old = self->state;
+    self->by_hand = 1;
+    __atomic_store_n(&self->state, (unsigned char)state, __ATOMIC_RELEASE);
+    if (state != old && state >= CF_CANCELLED) {
+        notify_waiters(self, state == CF_FINISHED ? CF_EV_FINISHED
+                             : state == CF_CANCELLED ? CF_EV_CANCELLED
+                             : CF_EV_CANCEL_NOTIFIED);
+    }
+    CF_END_CRITICAL()
+    return 0;
+}
+
+/* _result and _exception: None is stored as NULL, as the C paths do. */
+static int
+set_outcome_field(cf_future *self, PyObject *value, PyObject **field,
+                  const char *name)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot delete %s", name);
+        return -1;
+    }
+    PyObject *old;
+    CF_BEGIN_CRITICAL(self)
+    self->by_hand = 1;
+    old = *field;
+    *field = value == Py_None ? NULL : Py_NewRef(value);
+    CF_END_CRITICAL()
+    Py_XDECREF(old);        /* outside the section: __del__ may run */
+    return 0;
+}
+
+static int
+future_set_result_attr(cf_future *self, PyObject *value, void *closure)
+{
+    return set_outcome_field(self, value, &self->result, "_result");
+}
+
+static int
+future_set_exception_attr(cf_future *self, PyObject *value, void *closure)
+{
+    return set_outcome_field(self, value, &self->exception, "_exception");
+}
+
 /* ---- object protocol ------------------------------------------------ */
 
 PyObject *
@@ -942,6 +1244,31 @@ future_init(cf_future *self, PyObject *args, PyObject *kwds)
                      "were given", PyTuple_GET_SIZE(args) + 1);
         return -1;
     }
+    if (self->state == CF_PENDING && self->result == NULL
+        && self->exception == NULL && self->callbacks == NULL
+        && self->compat == NULL && !self->by_hand) {
+        return 0;       /* a new future: nothing to reset */
+    }
+    /* Called again on a used future: the stdlib's __init__ starts it over
+     * (PENDING, no outcome, no callbacks, a new _condition and _waiters).
+     * Blocked C waiters stay linked and hear its next completion; they
+     * hold their own references, so nothing they use is freed here. */
+    PyObject *result, *exception, *callbacks, *compat;
+    CF_BEGIN_CRITICAL(self)
+    result = self->result;
+    exception = self->exception;
+    callbacks = self->callbacks;
+    compat = self->compat;
+    self->result = self->exception = self->callbacks = self->compat = NULL;
+    self->cb_is_list = 0;
+    self->by_hand = 0;
+    self->state = CF_PENDING;
+    CF_END_CRITICAL()
+    /* Outside the section: a __del__ may run. */
+    Py_XDECREF(result);
+    Py_XDECREF(exception);
+    Py_XDECREF(callbacks);
+    Py_XDECREF(compat);
     return 0;
 }
 
@@ -1129,11 +1456,14 @@ static PyMethodDef future_methods[] = {
 };
 
 static PyGetSetDef future_getset[] = {
-    {"_state", (getter)future_get_state, NULL, NULL, NULL},
+    {"_state", (getter)future_get_state, (setter)future_set_state, NULL,
+     NULL},
     {"_condition", (getter)future_get_condition, NULL, NULL, NULL},
     {"_waiters", (getter)future_get_waiters, NULL, NULL, NULL},
-    {"_result", (getter)future_get_result_attr, NULL, NULL, NULL},
-    {"_exception", (getter)future_get_exception_attr, NULL, NULL, NULL},
+    {"_result", (getter)future_get_result_attr,
+     (setter)future_set_result_attr, NULL, NULL},
+    {"_exception", (getter)future_get_exception_attr,
+     (setter)future_set_exception_attr, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
