@@ -84,6 +84,8 @@ typedef struct cf_pool {
                                    to_thread call (cf_worker_returning) */
     int shutdown;               /* executor._shutdown */
     int stop;                   /* workers exit once the queue is empty */
+    Py_ssize_t handles;         /* executors on this pool (copy.copy makes
+                                   more); the last one gone stops it */
 } cf_pool;
 
 static int
@@ -215,6 +217,16 @@ pool_stop(cf_pool *p)
     p->stop = 1;
     pool_wake_all(p);
     CF_END_CRITICAL()
+}
+
+/* An executor lets go of its pool: stop it once no executor is left. */
+static void
+pool_release_handle(cf_pool *p)
+{
+    /* Atomic: a free-threaded build may copy and drop concurrently. */
+    if (__atomic_sub_fetch(&p->handles, 1, __ATOMIC_ACQ_REL) == 0) {
+        pool_stop(p);
+    }
 }
 
 static void
@@ -1135,6 +1147,58 @@ executor_initializer_failed(cf_executor *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* copy.copy(executor): as the stdlib's shallow copy (a new object whose
+ * attributes are the original's), a second handle on the same pool: same
+ * queue, threads and shutdown state.  Without it copy.copy fell back to
+ * pickling's protocol and raised TypeError. */
+static PyObject *
+executor_copy(cf_executor *self, PyObject *unused)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    PyTypeObject *tp = Py_TYPE(self);
+    cf_executor *c = (cf_executor *)tp->tp_alloc(tp, 0);
+    if (c == NULL) {
+        return NULL;
+    }
+    /* Read again: the allocation may have run a collection, and code
+     * that re-ran __init__ on self. */
+    p = get_pool(self);
+    if (p == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    __atomic_add_fetch(&p->handles, 1, __ATOMIC_ACQ_REL);
+    c->pool = (cf_pool *)Py_NewRef(p);
+    c->max_workers = Py_XNewRef(self->max_workers);
+    c->prefix = Py_XNewRef(self->prefix);
+    c->initializer = Py_XNewRef(self->initializer);
+    c->initargs = Py_XNewRef(self->initargs);
+    /* Instance attributes (of a subclass), shallow, as copy.copy's. */
+    PyObject *d = getattr_i((PyObject *)self, "__dict__");
+    if (d == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        PyErr_Clear();
+        return (PyObject *)c;
+    }
+    PyObject *cd = PyDict_Check(d) && PyDict_GET_SIZE(d) > 0
+                   ? getattr_i((PyObject *)c, "__dict__") : NULL;
+    int rc = cd == NULL ? (PyErr_Occurred() ? -1 : 0)
+                        : PyDict_Update(cd, d);
+    Py_XDECREF(cd);
+    Py_DECREF(d);
+    if (rc < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return (PyObject *)c;
+}
+
 static PyObject *
 executor_enter(PyObject *self, PyObject *unused)
 {
@@ -1766,8 +1830,9 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     if (self->pool != NULL) {
-        pool_stop(self->pool);
+        pool_release_handle(self->pool);
     }
+    p->handles = 1;
     Py_XSETREF(self->pool, p);
     Py_XSETREF(self->max_workers, mw);
     Py_XSETREF(self->prefix, pfx);
@@ -1802,7 +1867,7 @@ executor_clear(cf_executor *self)
 {
     if (self->pool != NULL) {
         /* The executor is gone: its workers drain the queue and exit. */
-        pool_stop(self->pool);
+        pool_release_handle(self->pool);
         Py_CLEAR(self->pool);
     }
     Py_CLEAR(self->max_workers);
@@ -1882,6 +1947,7 @@ static PyMethodDef executor_methods[] = {
      METH_NOARGS, NULL},
     {"_initializer_failed", (PyCFunction)executor_initializer_failed,
      METH_NOARGS, NULL},
+    {"__copy__", (PyCFunction)executor_copy, METH_NOARGS, NULL},
     {"__enter__", (PyCFunction)executor_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))executor_exit, METH_FASTCALL,
      NULL},

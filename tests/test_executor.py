@@ -815,6 +815,54 @@ def test_ext_worker_without_event_runs_its_call_and_is_uncounted(caplog):
         e.shutdown()
 
 
+def test_copy_is_a_shallow_copy(mod):
+    # Issue 12: copy.copy(executor) raised TypeError; the stdlib returns a
+    # new executor sharing the original's queue and threads.
+    import copy
+    e = mod.ThreadPoolExecutor(2)
+    try:
+        # Both workers started by the original, and idle: the stdlib's
+        # copy then starts none of its own (one would outlive
+        # e.shutdown(), its weakref being to the copy).
+        for f in [e.submit(time.sleep, 0.05) for _ in range(2)]:
+            f.result(timeout=30)
+        e.extra = [1]
+        c = copy.copy(e)
+        assert type(c) is type(e) and c is not e
+        assert c.extra is e.extra
+        assert c._work_queue is e._work_queue
+        assert c._threads is e._threads
+        assert c._max_workers == e._max_workers
+        assert c.submit(pow, 2, 3).result(timeout=30) == 8
+        assert e.submit(pow, 2, 4).result(timeout=30) == 16
+        with pytest.raises(TypeError):
+            copy.deepcopy(e)
+    finally:
+        e.shutdown()
+
+
+def test_ext_copy_dropped_leaves_original_working():
+    # A copy is a second handle on the pool: the pool stops when the last
+    # handle goes.  (The stdlib's copy, once it has started a worker,
+    # makes workers exit when it is collected, and the original may hang.)
+    import copy
+    e = cfutures.ThreadPoolExecutor(2)
+    try:
+        c = copy.copy(e)
+        assert c.submit(pow, 2, 3).result(timeout=30) == 8
+        del c
+        gc.collect()
+        assert e.submit(pow, 2, 5).result(timeout=30) == 32
+        c = copy.copy(e)
+        del e
+        gc.collect()
+        assert c.submit(pow, 2, 6).result(timeout=30) == 64
+        c.shutdown()
+        assert c._shutdown
+    finally:
+        gc.collect()
+
+
 # ---- fairness ----------------------------------------------------------
 
 def _start_stream(ex, kind):
