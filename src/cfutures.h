@@ -72,6 +72,9 @@ typedef struct {
     /* executor.c: ThreadPoolExecutor */
     PyObject *executor_submit_descr;  /* our submit, to spot overrides */
     PyObject *time_sleep;
+    PyObject *switch_point;           /* a no-op Python function: calling it
+                                         runs the eval breaker (GIL hand-off,
+                                         3.12+ GC) between C-only tasks */
     struct cf_pool *pools;            /* every live pool (fork, exit) */
     int interp_shutdown;              /* threading atexit has run */
 

@@ -84,6 +84,8 @@ typedef struct cf_pool {
                                    to_thread call (cf_worker_returning) */
     int shutdown;               /* executor._shutdown */
     int stop;                   /* workers exit once the queue is empty */
+    Py_ssize_t handles;         /* executors on this pool (copy.copy makes
+                                   more); the last one gone stops it */
 } cf_pool;
 
 static int
@@ -215,6 +217,16 @@ pool_stop(cf_pool *p)
     p->stop = 1;
     pool_wake_all(p);
     CF_END_CRITICAL()
+}
+
+/* An executor lets go of its pool: stop it once no executor is left. */
+static void
+pool_release_handle(cf_pool *p)
+{
+    /* Atomic: a free-threaded build may copy and drop concurrently. */
+    if (__atomic_sub_fetch(&p->handles, 1, __ATOMIC_ACQ_REL) == 0) {
+        pool_stop(p);
+    }
 }
 
 static void
@@ -415,10 +427,42 @@ spin_until_set(cf_event *ev)
     }
 }
 
+/* Fairness.  Another thread that wants the GIL waits one switch interval,
+ * then sets the interpreter's drop request; the holder honours it in the
+ * eval loop's periodic check (the "eval breaker"), drops the GIL and waits
+ * until the other thread has taken it (FORCE_SWITCHING).  A Python task
+ * runs that check at its own entry, but a stream of C tasks (`abs`, a
+ * partial of `submit`) runs no bytecode, so the request would never be
+ * seen.  Releasing and retaking the GIL by hand is no substitute: nobody
+ * requested it, so nothing makes the worker wait, it takes the GIL straight
+ * back, and the retake bumps the GIL's switch counter, which tells the
+ * waiter that a switch happened, so it restarts its interval without ever
+ * setting the drop request: it starved for seconds.  So every few tasks the
+ * worker calls a Python no-op, whose entry runs the same check the stdlib's
+ * bytecode worker loop runs between tasks: the GIL is handed over exactly
+ * when another thread asked for it, and (3.12+) a scheduled collection and
+ * (free-threaded) a stop-the-world request are served too.  ~40 ns per
+ * call, so 1/8 of that per task. */
+#define CF_SWITCH_EVERY 8
+
+static void
+switch_point(cf_state *st)
+{
+    PyObject *r = PyObject_CallNoArgs(st->switch_point);
+    if (r == NULL) {
+        /* An asynchronous exception (PyThreadState_SetAsyncExc) lands
+         * here as it would land in the stdlib's worker loop. */
+        log_critical(st, "Exception in worker");
+    }
+    Py_XDECREF(r);
+}
+
 /* The pool of the worker running in this thread, for
  * cf_worker_returning(); NULL outside workers. */
 static _Thread_local cf_pool *current_pool;
 static _Thread_local int current_returning;
+/* Set in a child forked by a task running in this worker thread. */
+static _Thread_local int current_orphan;
 
 /* Called by a to_thread call running in a worker once its function has
  * returned, before it posts the outcome to the loop: this worker will pop
@@ -436,6 +480,68 @@ cf_worker_returning(void)
         current_returning = 1;
         p->n_returning++;
     }
+}
+
+/* Remove the calling thread from p->threads. */
+static void
+worker_uncount(cf_pool *p)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *me = threading ? call_method_i(threading, "current_thread",
+                                             NULL)
+                             : NULL;
+    /* The submit that started this worker adds it to p->threads only once
+     * start() has returned, which may be after the worker ran its call:
+     * wait for that (n_starting counts such submits), or it would be
+     * added after it left, and counted for ever. */
+    int found = 0;
+    while (me != NULL && p->threads != NULL
+           && (found = PySet_Contains(p->threads, me)) == 0
+           && p->n_starting > 0) {
+        PyObject *r = PyObject_CallFunction(p->st->time_sleep, "d", 0.001);
+        if (r == NULL) {
+            found = -1;
+            break;
+        }
+        Py_DECREF(r);
+    }
+    if (me == NULL || p->threads == NULL || found < 0
+        || PySet_Discard(p->threads, me) < 0) {
+        PyErr_WriteUnraisable((PyObject *)p);
+    }
+    Py_XDECREF(me);
+    Py_XDECREF(threading);
+}
+
+/* For tests: _cfutures._test_fail_worker_events(n) makes the event of the
+ * next n workers fail to initialise (as on MemoryError), a failure there
+ * is no other way to provoke. */
+static int test_fail_events;
+
+static int
+test_fail_event(void)
+{
+    int n = __atomic_load_n(&test_fail_events, __ATOMIC_RELAXED);
+    while (n > 0) {
+        if (__atomic_compare_exchange_n(&test_fail_events, &n, n - 1, 0,
+                                        __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            PyErr_NoMemory();
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+test_fail_worker_events(PyObject *module, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    __atomic_store_n(&test_fail_events, (int)n, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
 }
 
 /* The thread target: pool._worker(initializer, initargs). */
@@ -463,28 +569,14 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(r);
     }
-    /* A worker running C-only tasks back to back never reaches the eval
-     * loop's switch check; give the GIL a chance every switch interval. */
-    int64_t interval_ns = 5000000;
-    PyObject *sw = PySys_GetObject("getswitchinterval");
-    if (sw != NULL) {
-        PyObject *v = PyObject_CallNoArgs(sw);
-        if (v != NULL) {
-            double d = PyFloat_AsDouble(v);
-            if (d > 0) {
-                interval_ns = (int64_t)(d * 1e9);
-            }
-            Py_DECREF(v);
-        }
-        PyErr_Clear();
-    }
     cf_worker w = {NULL, NULL, {NULL, 0}, 0};
-    if (cf_event_init(&w.ev) < 0) {
+    /* Without its event a worker cannot sleep: it still runs what is
+     * queued (the submit that started it queued a call and counts on it),
+     * then leaves. */
+    int no_event = test_fail_event() || cf_event_init(&w.ev) < 0;
+    if (no_event) {
         log_critical(st, "Exception in worker");
-        Py_DECREF(p);
-        Py_RETURN_NONE;
     }
-    int64_t last_yield = cf_monotonic_ns();
     unsigned int n = 0;
     for (;;) {
         cf_item it;
@@ -505,17 +597,15 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
                 current_returning = 0;
                 p->n_returning--;
             }
-            if ((++n & 31) == 0) {
-                int64_t now = cf_monotonic_ns();
-                if (now - last_yield >= interval_ns) {
-                    Py_BEGIN_ALLOW_THREADS
-                    Py_END_ALLOW_THREADS
-                    last_yield = cf_monotonic_ns();
-                }
+            if (current_orphan) {
+                break;
+            }
+            if ((++n & (CF_SWITCH_EVERY - 1)) == 0) {
+                switch_point(st);
             }
             continue;
         }
-        if (p->stop) {
+        if (p->stop || no_event) {
             break;
         }
         /* Nothing queued: sleep until a submit pops us off the idle
@@ -553,12 +643,25 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         cf_event_clear(&w.ev);
         if (r < 0) {
             log_critical(st, "Exception in worker");
+            no_event = 1;
             break;
         }
-        last_yield = cf_monotonic_ns();
     }
-    /* As the stdlib's worker: flag the executor as shutting down. */
-    p->shutdown = 1;
+    if (current_orphan) {
+        /* Nothing to flag: the pool is the parent's. */
+    }
+    else if (no_event && !p->stop) {
+        /* Leaving early, not because the pool stops: stop being counted,
+         * so that a submit starts a worker in this one's place (counted,
+         * it kept the pool below max_workers forever), and hand what is
+         * queued to a sleeping worker, if any. */
+        worker_uncount(p);
+        (void)pool_cover(p);
+    }
+    else {
+        /* As the stdlib's worker: flag the executor as shutting down. */
+        p->shutdown = 1;
+    }
     cf_event_fini(&w.ev);
     Py_DECREF(p);
     Py_RETURN_NONE;
@@ -1057,6 +1160,58 @@ executor_initializer_failed(cf_executor *self, PyObject *unused)
     }
     pool_initializer_failed(p);
     Py_RETURN_NONE;
+}
+
+/* copy.copy(executor): as the stdlib's shallow copy (a new object whose
+ * attributes are the original's), a second handle on the same pool: same
+ * queue, threads and shutdown state.  Without it copy.copy fell back to
+ * pickling's protocol and raised TypeError. */
+static PyObject *
+executor_copy(cf_executor *self, PyObject *unused)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    PyTypeObject *tp = Py_TYPE(self);
+    cf_executor *c = (cf_executor *)tp->tp_alloc(tp, 0);
+    if (c == NULL) {
+        return NULL;
+    }
+    /* Read again: the allocation may have run a collection, and code
+     * that re-ran __init__ on self. */
+    p = get_pool(self);
+    if (p == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    __atomic_add_fetch(&p->handles, 1, __ATOMIC_ACQ_REL);
+    c->pool = (cf_pool *)Py_NewRef(p);
+    c->max_workers = Py_XNewRef(self->max_workers);
+    c->prefix = Py_XNewRef(self->prefix);
+    c->initializer = Py_XNewRef(self->initializer);
+    c->initargs = Py_XNewRef(self->initargs);
+    /* Instance attributes (of a subclass), shallow, as copy.copy's. */
+    PyObject *d = getattr_i((PyObject *)self, "__dict__");
+    if (d == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        PyErr_Clear();
+        return (PyObject *)c;
+    }
+    PyObject *cd = PyDict_Check(d) && PyDict_GET_SIZE(d) > 0
+                   ? getattr_i((PyObject *)c, "__dict__") : NULL;
+    int rc = cd == NULL ? (PyErr_Occurred() ? -1 : 0)
+                        : PyDict_Update(cd, d);
+    Py_XDECREF(cd);
+    Py_DECREF(d);
+    if (rc < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return (PyObject *)c;
 }
 
 static PyObject *
@@ -1691,8 +1846,9 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     if (self->pool != NULL) {
-        pool_stop(self->pool);
+        pool_release_handle(self->pool);
     }
+    p->handles = 1;
     Py_XSETREF(self->pool, p);
     Py_XSETREF(self->max_workers, mw);
     Py_XSETREF(self->prefix, pfx);
@@ -1727,7 +1883,7 @@ executor_clear(cf_executor *self)
 {
     if (self->pool != NULL) {
         /* The executor is gone: its workers drain the queue and exit. */
-        pool_stop(self->pool);
+        pool_release_handle(self->pool);
         Py_CLEAR(self->pool);
     }
     Py_CLEAR(self->max_workers);
@@ -1865,6 +2021,8 @@ static PyMethodDef executor_methods[] = {
      METH_NOARGS, NULL},
     {"_initializer_failed", (PyCFunction)executor_initializer_failed,
      METH_NOARGS, NULL},
+    {"__copy__", (PyCFunction)executor_copy, METH_NOARGS,
+     "__copy__($self, /)\n--\n\nA second executor on the same pool."},
     {"__enter__", (PyCFunction)executor_enter, METH_NOARGS,
      executor_enter_doc},
     {"__exit__", (PyCFunction)(void (*)(void))executor_exit, METH_FASTCALL,
@@ -1957,11 +2115,23 @@ python_exit(PyObject *module, PyObject *unused)
 
 /* os.register_at_fork(after_in_child=...): the child has only the forking
  * thread.  The workers and their sleeping places are gone, so forget them;
- * a later submit starts fresh workers. */
+ * a later submit starts fresh workers.  Work the parent queued is the
+ * parent's: the parent's workers run it, so the child drops it unrun (a
+ * fresh worker draining it ran every such call twice, once per process).
+ * Its futures, and those of calls running at the fork, stay as they were
+ * (pending, running) in the child, as with the stdlib, and no callback
+ * runs: a cancel would run done-callbacks in the child, such as asyncio's,
+ * which would write to the parent's event loop's self-pipe. */
 static PyObject *
 after_fork_child(PyObject *module, PyObject *unused)
 {
     cf_state *st = cf_get_state(module);
+    if (current_pool != NULL) {
+        /* Forked by a task: once it returns, this thread (the child's only
+         * one) leaves the worker loop instead of serving the pool. */
+        current_orphan = 1;
+    }
+    current_returning = 0;
     for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
         p->idle = NULL;
         p->n_starting = 0;
@@ -1976,6 +2146,12 @@ after_fork_child(PyObject *module, PyObject *unused)
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
         cf_pool *p = (cf_pool *)PyList_GET_ITEM(pools, i);
+        /* Releasing the items may run __del__ methods, which may submit:
+         * pop one at a time. */
+        cf_item it;
+        while (pool_pop(p, &it)) {
+            item_clear(&it);
+        }
         if (p->threads != NULL && PySet_Clear(p->threads) < 0) {
             Py_DECREF(pools);
             return NULL;
@@ -1988,6 +2164,7 @@ after_fork_child(PyObject *module, PyObject *unused)
 static PyMethodDef lifecycle_defs[] = {
     {"_python_exit", python_exit, METH_NOARGS, NULL},
     {"_after_fork_child", after_fork_child, METH_NOARGS, NULL},
+    {"_test_fail_worker_events", test_fail_worker_events, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2022,6 +2199,33 @@ cf_executor_setup(PyObject *module, cf_state *st)
     st->time_sleep = PyObject_GetAttrString(time, "sleep");
     Py_DECREF(time);
     if (st->time_sleep == NULL) {
+        return -1;
+    }
+    /* Compiled here, not taken from the package: the worker needs it before
+     * and without cfutures/__init__.py. */
+    PyObject *globals = PyDict_New();
+    PyObject *modname = PyModule_GetNameObject(module);
+    if (globals == NULL || modname == NULL
+        || PyDict_SetItemString(globals, "__builtins__",
+                                PyEval_GetBuiltins()) < 0
+        || PyDict_SetItemString(globals, "__name__", modname) < 0) {
+        Py_XDECREF(globals);
+        Py_XDECREF(modname);
+        return -1;
+    }
+    Py_DECREF(modname);
+    PyObject *defined = PyRun_String("def _switch_point():\n    pass\n",
+                                     Py_file_input, globals, globals);
+    if (defined == NULL) {
+        Py_DECREF(globals);
+        return -1;
+    }
+    Py_DECREF(defined);
+    st->switch_point = Py_XNewRef(PyDict_GetItemString(globals,
+                                                       "_switch_point"));
+    Py_DECREF(globals);
+    if (st->switch_point == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cfutures: no switch point");
         return -1;
     }
     if (PyModule_AddFunctions(module, lifecycle_defs) < 0) {

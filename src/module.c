@@ -118,7 +118,7 @@ module_exec(PyObject *module)
     V(str_create_future) V(asyncio_InvalidStateError) V(aio_pool_type)     \
     V(str_submit) V(str_default_executor) V(context_kwnames)              \
     V(str__ready) V(loopcall_type) V(chain_code)                          \
-    V(executor_submit_descr) V(time_sleep)                                \
+    V(executor_submit_descr) V(time_sleep) V(switch_point)                \
     V(waiter_type) V(str__condition) V(str__state) V(str__waiters)        \
     V(str__exception) V(str_acquire) V(str_release) V(str_append)         \
     V(str_remove) V(str_cancelled) V(str_exception)                       \
