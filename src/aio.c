@@ -29,7 +29,6 @@
  */
 #include "cfutures.h"
 
-#include <sched.h>
 #include <structmember.h>
 
 /* ---- the loop-side future: shared header ----------------------------- */
@@ -1611,7 +1610,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     PyObject *kwnames = c->kwnames;
     PyObject *ctx = c->context;
     c->callargs = c->kwnames = c->context = NULL;
-    __atomic_store_n(&c->worker_started, 1, __ATOMIC_RELEASE);
+    cf_atomic_store_int(&c->worker_started, 1);
     PyObject *r = NULL;
     if (PyContext_Enter(ctx) == 0) {
         PyObject **items = &PyTuple_GET_ITEM(callargs, 0);
@@ -1644,8 +1643,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     cf_worker_returning();      /* no need to wake another worker */
     aiocall_not_running(c);
     int spinning = HANDOFF_SPIN;
-    if (!__atomic_compare_exchange_n(&c->handoff, &spinning, HANDOFF_DONE,
-                                     0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
         batch_post(&c->node);
     }
     Py_RETURN_NONE;
@@ -1745,28 +1743,26 @@ aiocall_spin(cf_aiocall *c)
     int done, started = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
-        done = __atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE) == HANDOFF_DONE;
+        done = cf_atomic_load_int(&c->handoff) == HANDOFF_DONE;
         if (done) {
             break;
         }
         int64_t now = cf_monotonic_ns();
         if (!started
-            && __atomic_load_n(&c->worker_started, __ATOMIC_ACQUIRE)) {
+            && cf_atomic_load_int(&c->worker_started)) {
             started = 1;
             deadline = now + CF_AIO_SPIN_NS;
         }
         if (now > deadline) {
             break;
         }
-        sched_yield();
+        cf_yield();
     }
     Py_END_ALLOW_THREADS
     if (!done) {
         /* Too late for the handoff: the worker posts to the batch. */
         int spinning = HANDOFF_SPIN;
-        done = !__atomic_compare_exchange_n(&c->handoff, &spinning,
-                                            HANDOFF_NONE, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE);
+        done = !cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_NONE);
     }
     if (done) {
         b->spin_backoff = 0;

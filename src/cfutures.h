@@ -8,6 +8,7 @@
 #include <pythread.h>
 
 #include "compat.h"
+#include "platform.h"
 
 /* ---- module state --------------------------------------------------- */
 
@@ -127,7 +128,6 @@ int cf_event_wait(cf_event *ev, int64_t timeout_ns);
  * None -> -1 (forever); a number <= 0 -> 0 (poll); else nanoseconds.
  * Returns -1 with an exception for a bad type or a too large value. */
 int cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns);
-int64_t cf_monotonic_ns(void);
 
 /* ---- future.c ------------------------------------------------------- */
 

@@ -29,7 +29,6 @@
 #include "cfutures.h"
 
 #include <structmember.h>
-#include <sched.h>
 
 /* ---- the work queue -------------------------------------------------- */
 
@@ -380,14 +379,6 @@ pool_initializer_failed(cf_pool *p)
     }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-#  define CF_CPU_RELAX() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#  define CF_CPU_RELAX() __asm__ __volatile__("yield")
-#else
-#  define CF_CPU_RELAX() ((void)0)
-#endif
-
 #define CF_SPIN_NS 30000
 #define CF_SPIN_GRACE_NS 0
 
@@ -399,7 +390,7 @@ spin_until_set(cf_event *ev)
 {
     int64_t start = cf_monotonic_ns();
     for (int i = 0;; i++) {
-        if (__atomic_load_n(&ev->is_set, __ATOMIC_ACQUIRE)) {
+        if (cf_atomic_load_int(&ev->is_set)) {
             int64_t t = cf_monotonic_ns();
             while (cf_monotonic_ns() - t < CF_SPIN_GRACE_NS) {
                 CF_CPU_RELAX();
@@ -408,7 +399,7 @@ spin_until_set(cf_event *ev)
         }
         /* Yield, not just pause: the woken submitter is often placed on
          * this very CPU (wake-affine) and must get to run. */
-        sched_yield();
+        cf_yield();
         if ((i & 3) == 3 && cf_monotonic_ns() - start > CF_SPIN_NS) {
             return;
         }
@@ -417,8 +408,8 @@ spin_until_set(cf_event *ev)
 
 /* The pool of the worker running in this thread, for
  * cf_worker_returning(); NULL outside workers. */
-static _Thread_local cf_pool *current_pool;
-static _Thread_local int current_returning;
+static CF_THREAD_LOCAL cf_pool *current_pool;
+static CF_THREAD_LOCAL int current_returning;
 
 /* Called by a to_thread call running in a worker once its function has
  * returned, before it posts the outcome to the loop: this worker will pop

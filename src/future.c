@@ -8,7 +8,6 @@
  * on every state change happens under that condition, as in the stdlib. */
 #include "cfutures.h"
 
-#include <sched.h>
 #include <structmember.h>
 
 /* How long result()/exception() poll before they sleep (see wait_done). */
@@ -534,9 +533,9 @@ wait_done(cf_future *f, PyObject *timeout)
     int64_t spin = ns < 0 || ns > CF_WAIT_SPIN_NS ? CF_WAIT_SPIN_NS : ns;
     int64_t t0 = cf_monotonic_ns(), spent;
     Py_BEGIN_ALLOW_THREADS
-    while (__atomic_load_n(&f->state, __ATOMIC_ACQUIRE) < CF_CANCELLED
+    while (cf_atomic_load_uchar(&f->state) < CF_CANCELLED
            && cf_monotonic_ns() - t0 < spin) {
-        sched_yield();
+        cf_yield();
     }
     Py_END_ALLOW_THREADS
     spent = cf_monotonic_ns() - t0;
