@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from benchmarks import run
-from benchmarks.workloads import Workload, all_workloads
+from cfutures._bench import run
+from cfutures._bench.workloads import Workload, all_workloads
 
 EXPECTED_WORKLOAD_KEYS = {"name", "kind", "unit", "n", "repeats", "goal",
                           "goal_ratio", "baseline", "peers", "ratios",
@@ -127,12 +127,13 @@ def test_cli_rejects_bad_repeats():
 
 def test_broken_concept_module_is_reported(monkeypatch):
     import types
-    broken = types.ModuleType("benchmarks.workloads.wait")  # no WORKLOADS
-    monkeypatch.setitem(sys.modules, "benchmarks.workloads.wait", broken)
+    broken = types.ModuleType("cfutures._bench.workloads.wait")  # no WORKLOADS
+    monkeypatch.setitem(sys.modules, "cfutures._bench.workloads.wait",
+                        broken)
     errors = []
     names = [w.name for w in all_workloads(errors)]
     assert "future: memory per pending future" in names
-    assert [mod for mod, _ in errors] == ["benchmarks.workloads.wait"]
+    assert [mod for mod, _ in errors] == ["cfutures._bench.workloads.wait"]
     assert isinstance(errors[0][1], AttributeError)
 
 
