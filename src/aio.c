@@ -1,6 +1,6 @@
 /* The asyncio bridge: `await future`, batched loop wakeups, to_thread.
  *
- * DESIGN.md, contract 5.  Awaiting a finished future returns at once and
+ * docs/DESIGN.md, contract 5.  Awaiting a finished future returns at once and
  * never touches the loop.  A pending one is bridged to the awaiting loop:
  * when the cfutures future completes, its completing thread posts the
  * bridge into the loop's batch; the first post into an empty batch

@@ -25,7 +25,7 @@ typedef struct {
     PyTypeObject *aiocall_type;       /* to_thread work item */
     PyTypeObject *loopcall_type;      /* a done-callback run on a loop */
 
-    /* The stdlib's own classes and constants (DESIGN.md, contract 3). */
+    /* The stdlib's own classes and constants (docs/DESIGN.md, contract 3). */
     PyObject *CancelledError;
     PyObject *TimeoutError;
     PyObject *InvalidStateError;
