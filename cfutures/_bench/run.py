@@ -359,7 +359,7 @@ def fmt_factor(x):
     if x is None:
         return "-"
     if x < 10:
-        return f"{x:.2g}x"     # 0.95x, not a rounded "1.0x" beside 1.049
+        return f"{x:.2f}x"     # 0.95x, not a rounded "1.0x" beside 1.049
     return f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
 
 
