@@ -38,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import traceback
@@ -481,7 +482,7 @@ def legend(results):
         text.append(
             "Speed-ups shrink on a busy machine (on 2 cores at load 3 the "
             "round trips measured 5-6x where a quiet one gives 35x).")
-    return "\n".join(text)
+    return "\n".join(textwrap.fill(t, 79) for t in text)
 
 
 def markdown_table(results):
