@@ -136,8 +136,8 @@ def speed_table():
           f"(us per operation, bytes per object); Python "
           f"{m['python'].split()[0]}, {m['duration_s']} s.")
     print(run.legend(results))
-    print("A quick run on small n; the full run (JSON, chart, table) is "
-          "`python -m benchmarks.run`\nin the source checkout.")
+    print("A quick run on small n; the full run (JSON, chart, table) is\n"
+          "`python -m benchmarks.run` in the source checkout.")
 
 
 def main():
