@@ -18,7 +18,26 @@ from concurrent.futures import (
     TimeoutError,
 )
 
-from . import _cfutures
+# The one place the version is written: pyproject.toml reads it from here
+# (tool.setuptools.dynamic), so the metadata and the module agree.
+__version__ = "0.1.0"
+
+try:
+    from . import _cfutures
+except ImportError as _exc:
+    import importlib.util as _util
+    import sys as _sys
+    if _util.find_spec(__name__ + "._cfutures") is not None:
+        raise           # built, but it failed to load: show why
+    # Without this, Python blames "a partially initialized module (most
+    # likely due to a circular import)", which sends the reader astray.
+    raise ImportError(
+        "cfutures' C extension (cfutures._cfutures) is not built for this "
+        f"Python ({_sys.implementation.cache_tag}) in {__path__[0]}. "
+        "In a source checkout, build it with `pip install .` (which also "
+        "copies the build into the checkout's cfutures/) or, for a build in "
+        "place, `pip install setuptools && python setup.py build_ext "
+        "--inplace`.", name=__name__ + "._cfutures") from None
 from ._cfutures import as_completed, wait
 
 __all__ = [

@@ -2,9 +2,9 @@
 
 A short tour of the API (each step prints what it does and what it got),
 then a quick side-by-side run of the benchmark workloads against
-concurrent.futures.  The table needs benchmarks/ from the source checkout
-(run this from the repository root); the full, slower and saved run is
-`python -m benchmarks.run`.
+concurrent.futures (cfutures/_bench/, installed with the package).  The
+full, slower and saved run is `python -m benchmarks.run` in the source
+checkout.
 """
 import asyncio
 import concurrent.futures
@@ -122,15 +122,7 @@ def demo_asyncio():
 
 def speed_table():
     step("Speed: cfutures against concurrent.futures (a quick run)")
-    try:
-        from benchmarks import run
-    except ImportError:
-        say("The speed table needs the benchmarks/ directory of the source "
-            "checkout:")
-        say("run `python -m cfutures` from the repository root, or there "
-            "`python -m benchmarks.run`")
-        say("for the full run (its results are in benchmarks/results/).")
-        return
+    from cfutures._bench import run
     workloads = run.all_workloads()
     print(f"   measuring {len(workloads)} workloads, each on every peer, "
           "alternating: ", end="", flush=True)
@@ -141,10 +133,11 @@ def speed_table():
     print(run.text_table(results))
     m = results["machine"]
     print(f"\nMedians of {results['settings']['repeats']} repeats per peer "
-          f"(us per operation, bytes per object); speed-up = peer / cfutures."
-          f"\nPython {m['python'].split()[0]}, {m['cpu_count']} cores, "
-          f"{m['duration_s']} s. A quick run on small n: for the full run "
-          "(JSON, chart, table)\nuse `python -m benchmarks.run`.")
+          f"(us per operation, bytes per object); Python "
+          f"{m['python'].split()[0]}, {m['duration_s']} s.")
+    print(run.legend(results))
+    print("A quick run on small n; the full run (JSON, chart, table) is\n"
+          "`python -m benchmarks.run` in the source checkout.")
 
 
 def main():

@@ -1,6 +1,6 @@
 /* The asyncio bridge: `await future`, batched loop wakeups, to_thread.
  *
- * DESIGN.md, contract 5.  Awaiting a finished future returns at once and
+ * docs/DESIGN.md, contract 5.  Awaiting a finished future returns at once and
  * never touches the loop.  A pending one is bridged to the awaiting loop:
  * when the cfutures future completes, its completing thread posts the
  * bridge into the loop's batch; the first post into an empty batch
@@ -29,7 +29,6 @@
  */
 #include "cfutures.h"
 
-#include <sched.h>
 #include <structmember.h>
 
 /* ---- the loop-side future: shared header ----------------------------- */
@@ -1680,7 +1679,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     PyObject *kwnames = c->kwnames;
     PyObject *ctx = c->context;
     c->callargs = c->kwnames = c->context = NULL;
-    __atomic_store_n(&c->worker_started, 1, __ATOMIC_RELEASE);
+    cf_atomic_store_int(&c->worker_started, 1);
     PyObject *r = NULL;
     if (PyContext_Enter(ctx) == 0) {
         PyObject **items = &PyTuple_GET_ITEM(callargs, 0);
@@ -1713,8 +1712,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     cf_worker_returning();      /* no need to wake another worker */
     aiocall_not_running(c);
     int spinning = HANDOFF_SPIN;
-    if (!__atomic_compare_exchange_n(&c->handoff, &spinning, HANDOFF_DONE,
-                                     0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
         batch_post(&c->node);
     }
     Py_RETURN_NONE;
@@ -1814,28 +1812,26 @@ aiocall_spin(cf_aiocall *c)
     int done, started = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
-        done = __atomic_load_n(&c->handoff, __ATOMIC_ACQUIRE) == HANDOFF_DONE;
+        done = cf_atomic_load_int(&c->handoff) == HANDOFF_DONE;
         if (done) {
             break;
         }
         int64_t now = cf_monotonic_ns();
         if (!started
-            && __atomic_load_n(&c->worker_started, __ATOMIC_ACQUIRE)) {
+            && cf_atomic_load_int(&c->worker_started)) {
             started = 1;
             deadline = now + CF_AIO_SPIN_NS;
         }
         if (now > deadline) {
             break;
         }
-        sched_yield();
+        cf_yield();
     }
     Py_END_ALLOW_THREADS
     if (!done) {
         /* Too late for the handoff: the worker posts to the batch. */
         int spinning = HANDOFF_SPIN;
-        done = !__atomic_compare_exchange_n(&c->handoff, &spinning,
-                                            HANDOFF_NONE, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE);
+        done = !cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_NONE);
     }
     if (done) {
         b->spin_backoff = 0;

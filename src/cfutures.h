@@ -8,6 +8,7 @@
 #include <pythread.h>
 
 #include "compat.h"
+#include "platform.h"
 
 /* ---- module state --------------------------------------------------- */
 
@@ -24,7 +25,7 @@ typedef struct {
     PyTypeObject *aiocall_type;       /* to_thread work item */
     PyTypeObject *loopcall_type;      /* a done-callback run on a loop */
 
-    /* The stdlib's own classes and constants (DESIGN.md, contract 3). */
+    /* The stdlib's own classes and constants (docs/DESIGN.md, contract 3). */
     PyObject *CancelledError;
     PyObject *TimeoutError;
     PyObject *InvalidStateError;
@@ -135,7 +136,6 @@ int cf_event_wait(cf_event *ev, int64_t timeout_ns);
 int cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns);
 /* The same for a timeout already in seconds (as_completed's time left). */
 int cf_parse_timeout_seconds(double secs, int64_t *timeout_ns);
-int64_t cf_monotonic_ns(void);
 
 /* ---- future.c ------------------------------------------------------- */
 

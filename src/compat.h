@@ -62,6 +62,24 @@ cf_long_sign(PyObject *v)
 #endif
 }
 
+/* ---- the clock ------------------------------------------------------ */
+
+/* CPython's monotonic clock in nanoseconds (time.monotonic_ns()), the one
+ * Lock.acquire(timeout) measures, on every platform.  Callable without the
+ * GIL (the polls before a sleep read it); it cannot fail once the
+ * interpreter has started, which checked the clock. */
+static inline int64_t
+cf_monotonic_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t;
+    (void)PyTime_MonotonicRaw(&t);
+    return (int64_t)t;
+#else
+    return (int64_t)_PyTime_GetMonotonicClock();
+#endif
+}
+
 /* ---- sets ----------------------------------------------------------- */
 
 /* Iterate a set or frozenset, each item as a new reference.  Before 3.13
@@ -163,12 +181,7 @@ cf_recursion_remaining(void)
 #endif
 }
 
-/* A variable with one instance per OS thread. */
-#if defined(_MSC_VER)
-#  define CF_THREAD_LOCAL __declspec(thread)
-#else
-#  define CF_THREAD_LOCAL _Thread_local
-#endif
+/* CF_THREAD_LOCAL, a variable per OS thread, is in platform.h. */
 
 /* ---- critical sections ---------------------------------------------- */
 

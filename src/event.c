@@ -6,15 +6,6 @@
 #include "cfutures.h"
 
 #include <math.h>
-#include <time.h>
-
-int64_t
-cf_monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Seconds up to this convert without question on every version: the fast
  * path needs no check the stdlib would make differently. */

@@ -29,7 +29,6 @@
 #include "cfutures.h"
 
 #include <structmember.h>
-#include <sched.h>
 
 /* ---- the work queue -------------------------------------------------- */
 
@@ -224,7 +223,7 @@ static void
 pool_release_handle(cf_pool *p)
 {
     /* Atomic: a free-threaded build may copy and drop concurrently. */
-    if (__atomic_sub_fetch(&p->handles, 1, __ATOMIC_ACQ_REL) == 0) {
+    if (cf_atomic_add_ssize(&p->handles, -1) == 0) {
         pool_stop(p);
     }
 }
@@ -392,14 +391,6 @@ pool_initializer_failed(cf_pool *p)
     }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-#  define CF_CPU_RELAX() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#  define CF_CPU_RELAX() __asm__ __volatile__("yield")
-#else
-#  define CF_CPU_RELAX() ((void)0)
-#endif
-
 #define CF_SPIN_NS 30000
 #define CF_SPIN_GRACE_NS 0
 
@@ -411,7 +402,7 @@ spin_until_set(cf_event *ev)
 {
     int64_t start = cf_monotonic_ns();
     for (int i = 0;; i++) {
-        if (__atomic_load_n(&ev->is_set, __ATOMIC_ACQUIRE)) {
+        if (cf_atomic_load_int(&ev->is_set)) {
             int64_t t = cf_monotonic_ns();
             while (cf_monotonic_ns() - t < CF_SPIN_GRACE_NS) {
                 CF_CPU_RELAX();
@@ -420,7 +411,7 @@ spin_until_set(cf_event *ev)
         }
         /* Yield, not just pause: the woken submitter is often placed on
          * this very CPU (wake-affine) and must get to run. */
-        sched_yield();
+        cf_yield();
         if ((i & 3) == 3 && cf_monotonic_ns() - start > CF_SPIN_NS) {
             return;
         }
@@ -459,10 +450,10 @@ switch_point(cf_state *st)
 
 /* The pool of the worker running in this thread, for
  * cf_worker_returning(); NULL outside workers. */
-static _Thread_local cf_pool *current_pool;
-static _Thread_local int current_returning;
+static CF_THREAD_LOCAL cf_pool *current_pool;
+static CF_THREAD_LOCAL int current_returning;
 /* Set in a child forked by a task running in this worker thread. */
-static _Thread_local int current_orphan;
+static CF_THREAD_LOCAL int current_orphan;
 
 /* Called by a to_thread call running in a worker once its function has
  * returned, before it posts the outcome to the loop: this worker will pop
@@ -521,11 +512,9 @@ static int test_fail_events;
 static int
 test_fail_event(void)
 {
-    int n = __atomic_load_n(&test_fail_events, __ATOMIC_RELAXED);
+    int n = cf_atomic_load_int(&test_fail_events);
     while (n > 0) {
-        if (__atomic_compare_exchange_n(&test_fail_events, &n, n - 1, 0,
-                                        __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED)) {
+        if (cf_atomic_cas_int(&test_fail_events, &n, n - 1)) {
             PyErr_NoMemory();
             return 1;
         }
@@ -540,7 +529,7 @@ test_fail_worker_events(PyObject *module, PyObject *arg)
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    __atomic_store_n(&test_fail_events, (int)n, __ATOMIC_RELAXED);
+    cf_atomic_store_int(&test_fail_events, (int)n);
     Py_RETURN_NONE;
 }
 
@@ -1185,7 +1174,7 @@ executor_copy(cf_executor *self, PyObject *unused)
         Py_DECREF(c);
         return NULL;
     }
-    __atomic_add_fetch(&p->handles, 1, __ATOMIC_ACQ_REL);
+    (void)cf_atomic_add_ssize(&p->handles, 1);
     c->pool = (cf_pool *)Py_NewRef(p);
     c->max_workers = Py_XNewRef(self->max_workers);
     c->prefix = Py_XNewRef(self->prefix);

@@ -8,7 +8,6 @@
  * on every state change happens under that condition, as in the stdlib. */
 #include "cfutures.h"
 
-#include <sched.h>
 #include <structmember.h>
 
 /* How long result()/exception() poll before they sleep (see wait_done). */
@@ -710,9 +709,9 @@ wait_done(cf_future *f, PyObject *timeout)
     int64_t spin = ns < 0 || ns > CF_WAIT_SPIN_NS ? CF_WAIT_SPIN_NS : ns;
     int64_t t0 = cf_monotonic_ns(), spent;
     Py_BEGIN_ALLOW_THREADS
-    while (__atomic_load_n(&f->state, __ATOMIC_ACQUIRE) < CF_CANCELLED
+    while (cf_atomic_load_uchar(&f->state) < CF_CANCELLED
            && cf_monotonic_ns() - t0 < spin) {
-        sched_yield();
+        cf_yield();
     }
     Py_END_ALLOW_THREADS
     spent = cf_monotonic_ns() - t0;
@@ -1168,7 +1167,7 @@ future_set_state(cf_future *self, PyObject *value, void *closure)
     CF_BEGIN_CRITICAL(self)
     int old = self->state;
     self->by_hand = 1;
-    __atomic_store_n(&self->state, (unsigned char)state, __ATOMIC_RELEASE);
+    cf_atomic_store_uchar(&self->state, (unsigned char)state);
     if (state != old && state >= CF_CANCELLED) {
         notify_waiters(self, state == CF_FINISHED ? CF_EV_FINISHED
                              : state == CF_CANCELLED ? CF_EV_CANCELLED

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from benchmarks import run
-from benchmarks.workloads import Workload, all_workloads
+from cfutures._bench import run
+from cfutures._bench.workloads import Workload, all_workloads
 
 EXPECTED_WORKLOAD_KEYS = {"name", "kind", "unit", "n", "repeats", "goal",
                           "goal_ratio", "baseline", "peers", "ratios",
@@ -127,12 +127,13 @@ def test_cli_rejects_bad_repeats():
 
 def test_broken_concept_module_is_reported(monkeypatch):
     import types
-    broken = types.ModuleType("benchmarks.workloads.wait")  # no WORKLOADS
-    monkeypatch.setitem(sys.modules, "benchmarks.workloads.wait", broken)
+    broken = types.ModuleType("cfutures._bench.workloads.wait")  # no WORKLOADS
+    monkeypatch.setitem(sys.modules, "cfutures._bench.workloads.wait",
+                        broken)
     errors = []
     names = [w.name for w in all_workloads(errors)]
     assert "future: memory per pending future" in names
-    assert [mod for mod, _ in errors] == ["benchmarks.workloads.wait"]
+    assert [mod for mod, _ in errors] == ["cfutures._bench.workloads.wait"]
     assert isinstance(errors[0][1], AttributeError)
 
 
@@ -151,3 +152,102 @@ def test_memory_workload_runs_without_hang_watchdog(monkeypatch,
     run.run_benchmarks([_tiny("future: create + set_result + result")],
                        repeats=1)
     assert armed
+
+
+@pytest.mark.timeout(60)
+def test_workload_needing_a_missing_module_is_skipped_quietly(recwarn):
+    # A fresh `pip install .` has no uvloop: its workload is skipped as a
+    # missing anyio peer is left out, and builds no coroutine it never
+    # awaits (a RuntimeWarning).
+    calls = []
+    ws = [Workload("t: needs a module", lambda impl, n: calls.append(1),
+                   10, needs=("no_such_module_for_cfutures",)),
+          Workload("t: runs", lambda impl, n: 0.001, 10)]
+    results = run.run_benchmarks(ws, repeats=1)
+    assert calls == []
+    assert [w["name"] for w in results["workloads"]] == ["t: runs"]
+    assert results["skipped"] == [{"name": "t: needs a module",
+                                   "missing": ["no_such_module_for_cfutures"]}]
+    text = run.text_table(results)
+    assert "error" not in text
+    assert "not installed: no_such_module_for_cfutures" in text
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_uvloop_workload_declares_uvloop():
+    [w] = [w for w in all_workloads() if "uvloop" in w.name]
+    assert w.needs == ("uvloop",)
+
+
+def test_aio_workload_without_uvloop_leaves_no_coroutine(monkeypatch):
+    # Called anyway, the uvloop workload fails before it makes the
+    # coroutine, so nothing warns "coroutine ... was never awaited".
+    import gc
+    import warnings
+
+    import cfutures
+    from cfutures._bench.workloads import Impl, aio
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            aio._gathered_to_thread_uvloop(Impl("cfutures", cfutures), 1)
+        except ImportError:
+            pass
+        else:
+            pytest.fail("no ImportError without uvloop")
+        gc.collect()
+    assert [str(w.message) for w in caught
+            if issubclass(w.category, RuntimeWarning)] == []
+
+
+@pytest.mark.timeout(60)
+def test_shared_to_thread_pool_is_not_a_thread_left_running():
+    import threading
+    started = []
+
+    def run_fn(impl, n):
+        if not started:
+            t = threading.Thread(target=threading.Event().wait, args=(5,),
+                                 name="cfutures.to_thread_99", daemon=True)
+            t.start()
+            started.append(t)
+        return 0.001
+
+    results = run.run_benchmarks([Workload("t: pool", run_fn, 1)],
+                                 repeats=1)
+    assert results["workloads"][0]["threads_left_running"] == 0
+    assert "left" not in run.text_table(results)
+
+
+def test_table_formats_speedups_targets_and_load():
+    assert run.fmt_factor(1 / 1.049) == "0.95x"     # not "1.0x"
+    assert run.fmt_factor(35.4) == "35.4x"
+    assert run.fmt_load([3.08740234375, 1.283203125, 0.5]) == \
+        "3.09, 1.28, 0.50"
+    w = Workload("t: goal", lambda impl, n: 0.001, 10, goal="<= 1x",
+                 goal_ratio=1.05)
+    results = run.run_benchmarks([w], repeats=1)
+    text = run.text_table(results)
+    assert "goal" not in text.splitlines()[0]
+    assert ">= 0.952x" in text
+    md = run.markdown_table(results)
+    assert "≥ 0.952x" in md
+
+
+def test_legend_says_a_busy_machine_shrinks_speedups():
+    results = {"machine": {"cpu_count": 2, "loadavg_start": [3.0, 2, 1],
+                           "loadavg_end": [3.1, 2, 1]}}
+    busy = " ".join(run.legend(results).split())
+    assert "3.00, 2.00, 1.00" in busy and "The machine is busy" in busy
+    results["machine"]["loadavg_start"] = [0.1, 0.1, 0.1]
+    quiet = " ".join(run.legend(results).split())
+    assert "The machine is busy" not in quiet
+    assert "shrink on a busy machine" in quiet
+
+
+def test_cli_help_says_json_writes_md_and_png(capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert ".md" in out and ".png" in out

@@ -3,7 +3,7 @@
 Every behaviour test runs with the stdlib (the oracle) and with cfutures.
 Tests over mixed lists run each module's functions over a mix of cfutures
 futures and stdlib futures; the stdlib functions on cfutures futures are
-DESIGN.md contract point 4, the other direction.  Tests named test_ext_*
+docs/DESIGN.md, contract 4: the other direction.  Tests named test_ext_*
 check what the stdlib does not promise (and so cannot be run on it).
 """
 import concurrent.futures as std

@@ -6,7 +6,7 @@ operations (kind "time"), or bytes per object (kind "bytes").  ``impl`` is
 an Impl: ``impl.name`` is "stdlib", "cfutures" or a peer's name, and
 ``impl.mod`` the module that provides Future, ThreadPoolExecutor, wait,
 as_completed (concurrent.futures or cfutures; a peer may provide less).
-The runner in benchmarks/run.py calls each impl alternately, repeats, and
+The runner (cfutures/_bench/run.py) calls each impl alternately, repeats, and
 reports medians and the ratio cfutures / stdlib.
 """
 from dataclasses import dataclass, field
@@ -29,6 +29,9 @@ class Workload:
     goal_ratio: Optional[float] = None  # cfutures/stdlib must be <= this
     peers: Tuple[str, ...] = ("stdlib", "cfutures")
     quick_n: Optional[int] = None  # n for `python -m cfutures` (a quick run)
+    # Modules every peer needs (uvloop): without one the runner skips the
+    # workload, as it leaves out a peer that is not installed.
+    needs: Tuple[str, ...] = ()
     tags: Tuple[str, ...] = field(default=())
 
 
