@@ -109,9 +109,7 @@ class ThreadPoolExecutor(_std.ThreadPoolExecutor):
         chunksize: int = 1,
         buffersize: int | None = None,
     ) -> Iterator[_T]: ...
-    # shutdown(), __enter__() and __exit__() are the stdlib's (typeshed's);
-    # the C __exit__ takes its arguments positionally only (see
-    # tests/test_signatures.py).
+    # shutdown(), __enter__() and __exit__() are the stdlib's (typeshed's).
 
 # At runtime wait() returns the stdlib's DoneAndNotDoneFutures, whose fields
 # typeshed types as sets of concurrent.futures.Future; this is the same

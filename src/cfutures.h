@@ -137,6 +137,18 @@ int cf_parse_timeout(PyObject *timeout, int64_t *timeout_ns);
 /* The same for a timeout already in seconds (as_completed's time left). */
 int cf_parse_timeout_seconds(double secs, int64_t *timeout_ns);
 
+/* ---- args.c: Python-style argument binding ------------------------- */
+
+/* Bind args/kwnames (vectorcall layout) to the parameters `names`, each
+ * positional-or-keyword, the first nreq required, at most nmax: out[i]
+ * borrowed, NULL where not given.  The interpreter's own TypeErrors;
+ * `fname` as Python names the function ("wait", "Future.set_result"),
+ * `is_method` to count self in the messages as Python does. */
+int cf_bind_args(const char *fname, const char *const *names,
+                 Py_ssize_t nreq, Py_ssize_t nmax, int is_method,
+                 PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, PyObject **out);
+
 /* ---- future.c ------------------------------------------------------- */
 
 enum cf_future_state {

@@ -1210,19 +1210,27 @@ executor_enter(PyObject *self, PyObject *unused)
 }
 
 static PyObject *
-executor_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+executor_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargsf,
+              PyObject *kwnames)
 {
+    static const char *const names[] = {"exc_type", "exc_val", "exc_tb"};
+    PyObject *argv[3];
+    if ((PyVectorcall_NARGS(nargsf) != 3 || kwnames != NULL)
+        && cf_bind_args("Executor.__exit__", names, 3, 3, 1, args,
+                        PyVectorcall_NARGS(nargsf), kwnames, argv) < 0) {
+        return NULL;
+    }
     /* self.shutdown(wait=True), so a subclass's shutdown() runs. */
     PyObject *meth = getattr_i(self, "shutdown");
     if (meth == NULL) {
         return NULL;
     }
-    PyObject *kwnames = Py_BuildValue("(s)", "wait");
+    PyObject *wait_kw = Py_BuildValue("(s)", "wait");
     PyObject *r = NULL;
-    if (kwnames != NULL) {
+    if (wait_kw != NULL) {
         PyObject *cargs[1] = {Py_True};
-        r = PyObject_Vectorcall(meth, cargs, 0, kwnames);
-        Py_DECREF(kwnames);
+        r = PyObject_Vectorcall(meth, cargs, 0, wait_kw);
+        Py_DECREF(wait_kw);
     }
     Py_DECREF(meth);
     if (r == NULL) {
@@ -1996,7 +2004,7 @@ PyDoc_STRVAR(executor_enter_doc,
 "Return the executor itself, for a with statement.");
 
 PyDoc_STRVAR(executor_exit_doc,
-"__exit__($self, exc_type, exc_val, exc_tb, /)\n--\n\n"
+"__exit__($self, /, exc_type, exc_val, exc_tb)\n--\n\n"
 "Call self.shutdown(wait=True); the exception, if any, propagates.");
 
 static PyMethodDef executor_methods[] = {
@@ -2014,7 +2022,8 @@ static PyMethodDef executor_methods[] = {
      "__copy__($self, /)\n--\n\nA second executor on the same pool."},
     {"__enter__", (PyCFunction)executor_enter, METH_NOARGS,
      executor_enter_doc},
-    {"__exit__", (PyCFunction)(void (*)(void))executor_exit, METH_FASTCALL,
+    {"__exit__", (PyCFunction)(void (*)(void))executor_exit,
+     METH_FASTCALL | METH_KEYWORDS,
      executor_exit_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -852,19 +852,40 @@ future_exception(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
     return read_outcome(self, exception_outcome);
 }
 
-static PyObject *
-future_set_result(cf_future *self, PyObject *result)
+/* The one argument of a method taking it positionally or by keyword, as
+ * the stdlib's Python methods do (borrowed; NULL with a TypeError). */
+static inline PyObject *
+one_arg(const char *fname, const char *name, PyObject *const *args,
+        Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (cf_future_set_result(self, result) < 0) {
+    if (nargs == 1 && kwnames == NULL) {
+        return args[0];         /* the usual call: no binding */
+    }
+    PyObject *out;
+    const char *names[1] = {name};
+    return cf_bind_args(fname, names, 1, 1, 1, args, nargs, kwnames, &out)
+           < 0 ? NULL : out;
+}
+
+static PyObject *
+future_set_result(cf_future *self, PyObject *const *args, Py_ssize_t nargsf,
+                  PyObject *kwnames)
+{
+    PyObject *result = one_arg("Future.set_result", "result", args,
+                               PyVectorcall_NARGS(nargsf), kwnames);
+    if (result == NULL || cf_future_set_result(self, result) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *
-future_set_exception(cf_future *self, PyObject *exc)
+future_set_exception(cf_future *self, PyObject *const *args,
+                     Py_ssize_t nargsf, PyObject *kwnames)
 {
-    if (cf_future_set_exception(self, exc) < 0) {
+    PyObject *exc = one_arg("Future.set_exception", "exception", args,
+                            PyVectorcall_NARGS(nargsf), kwnames);
+    if (exc == NULL || cf_future_set_exception(self, exc) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -885,8 +906,14 @@ future_set_running_or_notify_cancel(cf_future *self, PyObject *unused)
 }
 
 static PyObject *
-future_add_done_callback(cf_future *self, PyObject *fn)
+future_add_done_callback(cf_future *self, PyObject *const *args,
+                         Py_ssize_t nargsf, PyObject *kwnames)
 {
+    PyObject *fn = one_arg("Future.add_done_callback", "fn", args,
+                           PyVectorcall_NARGS(nargsf), kwnames);
+    if (fn == NULL) {
+        return NULL;
+    }
     /* asyncio's own callbacks that only hand the outcome to a loop go
      * through that loop's batch instead (asyncio_callbacks.c). */
     PyObject *adopted = NULL;
@@ -1318,7 +1345,8 @@ future_dealloc(cf_future *self)
 
 /* The docstrings start with a text signature ("name($self, ...)\n--\n\n"),
  * which gives inspect.signature() and help() the stdlib's signatures; a
- * METH_O parameter is positional-only, and its signature says so. */
+ * METH_O parameter (remove_done_callback's, as asyncio's) is
+ * positional-only, and its signature says so. */
 
 PyDoc_STRVAR(future_result_doc,
 "result($self, /, timeout=None)\n--\n\n"
@@ -1350,7 +1378,7 @@ PyDoc_STRVAR(future_exception_doc,
 "        timeout.");
 
 PyDoc_STRVAR(future_set_result_doc,
-"set_result($self, result, /)\n--\n\n"
+"set_result($self, /, result)\n--\n\n"
 "Sets the return value of work associated with the future.\n\n"
 "Wakes every thread and coroutine waiting for the future and runs its\n"
 "done-callbacks.  Raises InvalidStateError if the future is already\n"
@@ -1358,7 +1386,7 @@ PyDoc_STRVAR(future_set_result_doc,
 "Should only be used by Executor implementations and unit tests.");
 
 PyDoc_STRVAR(future_set_exception_doc,
-"set_exception($self, exception, /)\n--\n\n"
+"set_exception($self, /, exception)\n--\n\n"
 "Sets the result of the future as being the given exception.\n\n"
 "Wakes every thread and coroutine waiting for the future and runs its\n"
 "done-callbacks.  Raises InvalidStateError if the future is already\n"
@@ -1384,7 +1412,7 @@ PyDoc_STRVAR(future_done_doc,
 "Return True if the future was cancelled or finished executing.");
 
 PyDoc_STRVAR(future_add_done_callback_doc,
-"add_done_callback($self, fn, /)\n--\n\n"
+"add_done_callback($self, /, fn)\n--\n\n"
 "Attaches a callable that will be called when the future finishes.\n\n"
 "Args:\n"
 "    fn: A callable that will be called with this future as its only\n"
@@ -1427,9 +1455,11 @@ static PyMethodDef future_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, future_result_doc},
     {"exception", (PyCFunction)(void (*)(void))future_exception,
      METH_FASTCALL | METH_KEYWORDS, future_exception_doc},
-    {"set_result", (PyCFunction)future_set_result, METH_O,
+    {"set_result", (PyCFunction)(void (*)(void))future_set_result,
+     METH_FASTCALL | METH_KEYWORDS,
      future_set_result_doc},
-    {"set_exception", (PyCFunction)future_set_exception, METH_O,
+    {"set_exception", (PyCFunction)(void (*)(void))future_set_exception,
+     METH_FASTCALL | METH_KEYWORDS,
      future_set_exception_doc},
     {"cancel", (PyCFunction)future_cancel, METH_NOARGS, future_cancel_doc},
     {"cancelled", (PyCFunction)future_cancelled, METH_NOARGS,
@@ -1437,7 +1467,9 @@ static PyMethodDef future_methods[] = {
     {"running", (PyCFunction)future_running, METH_NOARGS,
      future_running_doc},
     {"done", (PyCFunction)future_done, METH_NOARGS, future_done_doc},
-    {"add_done_callback", (PyCFunction)future_add_done_callback, METH_O,
+    {"add_done_callback",
+     (PyCFunction)(void (*)(void))future_add_done_callback,
+     METH_FASTCALL | METH_KEYWORDS,
      future_add_done_callback_doc},
     {"remove_done_callback", (PyCFunction)future_remove_done_callback,
      METH_O, future_remove_done_callback_doc},

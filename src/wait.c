@@ -536,60 +536,6 @@ static PyType_Spec waiter_spec = {
     .slots = waiter_slots,
 };
 
-/* ---- arguments and timeouts --------------------------------------------- */
-
-/* Python-style argument binding for a METH_FASTCALL|METH_KEYWORDS function
- * with positional-or-keyword parameters `names`, the first nreq required. */
-static int
-bind_args(const char *fname, const char *const *names, Py_ssize_t nreq,
-          Py_ssize_t nmax, PyObject *const *args, Py_ssize_t nargs,
-          PyObject *kwnames, PyObject **out)
-{
-    for (Py_ssize_t i = 0; i < nmax; i++) {
-        out[i] = NULL;
-    }
-    if (nargs > nmax) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes from %zd to %zd positional arguments but "
-                     "%zd were given", fname, nreq, nmax, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        out[i] = args[i];
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t j = 0;
-        while (j < nmax
-               && PyUnicode_CompareWithASCIIString(key, names[j]) != 0) {
-            j++;
-        }
-        if (j == nmax) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%S'",
-                         fname, key);
-            return -1;
-        }
-        if (out[j] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got multiple values for argument '%s'",
-                         fname, names[j]);
-            return -1;
-        }
-        out[j] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < nreq; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing 1 required positional argument: '%s'",
-                         fname, names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* ---- wait() ------------------------------------------------------------- */
 
 enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED,
@@ -758,7 +704,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"fs", "timeout", "return_when"};
     cf_state *st = cf_get_state(module);
     PyObject *argv[3];
-    if (bind_args("wait", names, 1, 3, args, nargs, kwnames, argv) < 0) {
+    if (cf_bind_args("wait", names, 1, 3, 0, args, nargs, kwnames, argv) < 0) {
         return NULL;
     }
     PyObject *timeout = argv[1];
@@ -1198,8 +1144,8 @@ cf_as_completed(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"fs", "timeout"};
     cf_state *st = cf_get_state(module);
     PyObject *argv[2];
-    if (bind_args("as_completed", names, 1, 2, args, nargs, kwnames,
-                  argv) < 0) {
+    if (cf_bind_args("as_completed", names, 1, 2, 0, args, nargs, kwnames,
+                     argv) < 0) {
         return NULL;
     }
     ascompleted *it = PyObject_GC_New(ascompleted, st->aswaiter_type);

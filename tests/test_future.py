@@ -636,3 +636,40 @@ def test_ext_process_pool_through_cfutures():
         assert not not_done
         assert sorted(f.result() for f in cfutures.as_completed(fs)) == \
             list(range(20))
+
+
+def test_methods_take_keywords_as_the_stdlibs(mod):
+    # The stdlib's methods are Python functions: their parameters may be
+    # passed by keyword, and a wrong call raises Python's own TypeError.
+    f = mod.Future()
+    seen = []
+    f.add_done_callback(fn=seen.append)
+    f.set_result(result=1)
+    assert f.result() == 1 and seen == [f]
+    g = mod.Future()
+    g.set_exception(exception=ValueError("x"))
+    assert isinstance(g.exception(), ValueError)
+    with mod.ThreadPoolExecutor(1) as ex:
+        assert ex.__exit__(exc_type=None, exc_val=None, exc_tb=None) is False
+
+
+@pytest.mark.parametrize("call", [
+    "f.set_result()", "f.set_result(1, 2)", "f.set_result(x=1)",
+    "f.set_result(1, result=2)", "f.set_exception()",
+    "f.add_done_callback()", "ex.__exit__()", "ex.__exit__(None)",
+    "ex.__exit__(None, None, None, None)"])
+def test_bad_method_arguments_match(call):
+    # The same TypeError, word for word, as the stdlib's.
+    def outcome(m):
+        f = m.Future()
+        ex = m.ThreadPoolExecutor(1)
+        try:
+            eval(call)
+        except TypeError as e:
+            return str(e)
+        finally:
+            ex.shutdown()
+        return None
+    want = outcome(std)
+    assert want is not None
+    assert outcome(cfutures) == want

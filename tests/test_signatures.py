@@ -74,19 +74,11 @@ def test_ext_install_signature():
 
 # ---- methods --------------------------------------------------------------
 
-# Positional-only in cfutures (METH_O / METH_FASTCALL in C), positional-or-
-# keyword in the stdlib: f.set_result(result=1) works only on the stdlib's.
-POSITIONAL_ONLY_IN_C = pytest.mark.xfail(
-    strict=True,
-    reason="the C method takes its argument positionally only; the stdlib "
-           "also accepts it by keyword")
-
 FUTURE_METHODS = [
     "add_done_callback", "cancel", "cancelled", "done", "exception",
     "result", "running", "set_exception", "set_result",
     "set_running_or_notify_cancel",
 ]
-FUTURE_POSITIONAL_ONLY = {"add_done_callback", "set_exception", "set_result"}
 
 
 def test_future_methods_listed_are_the_stdlibs():
@@ -96,24 +88,10 @@ def test_future_methods_listed_are_the_stdlibs():
     assert public == set(FUTURE_METHODS)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=POSITIONAL_ONLY_IN_C)
-    if n in FUTURE_POSITIONAL_ONLY else n
-    for n in FUTURE_METHODS])
+@pytest.mark.parametrize("name", FUTURE_METHODS)
 def test_future_method_signature(futures, name):
     ours, theirs = futures
     assert_same_signature(getattr(ours, name), getattr(theirs, name))
-
-
-def test_future_method_names_and_defaults(futures):
-    # What the xfails above leave checked: the same parameters, in order,
-    # with the same defaults, only their kind differs.
-    ours, theirs = futures
-    for name in FUTURE_POSITIONAL_ONLY:
-        a = inspect.signature(getattr(ours, name)).parameters.values()
-        b = inspect.signature(getattr(theirs, name)).parameters.values()
-        assert [(p.name, p.default) for p in a] == \
-            [(p.name, p.default) for p in b]
 
 
 def test_ext_remove_done_callback_is_asyncio_futures(futures):
@@ -139,9 +117,7 @@ def test_executor_methods_listed_are_the_stdlibs():
     assert public == {n for n in EXECUTOR_METHODS if not n.startswith("_")}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=POSITIONAL_ONLY_IN_C) if n == "__exit__" else n
-    for n in EXECUTOR_METHODS])
+@pytest.mark.parametrize("name", EXECUTOR_METHODS)
 def test_executor_method_signature(executors, name):
     ours, theirs = (getattr(e, name) for e in executors)
     if name == "map" and not PY314:
@@ -161,7 +137,7 @@ def test_executor_method_signature(executors, name):
 
 @pytest.mark.parametrize("obj, expected", [
     (cfutures.Future, "result(self, /, timeout=None)"),
-    (cfutures.Future, "add_done_callback(self, fn, /)"),
+    (cfutures.Future, "add_done_callback(self, /, fn)"),
     (cfutures.ThreadPoolExecutor,
      "ThreadPoolExecutor(max_workers=None, thread_name_prefix='', "
      "initializer=None, initargs=())"),
