@@ -159,80 +159,75 @@ imported(const char *name)
     return mod;
 }
 
-/* Look up _call_set_state once asyncio.futures is imported: st->chain_code
- * becomes its code, or None if its shape is not one we know. */
+/* Find the callback `nested` defined in `module`.`func`, once that module
+ * is imported: *code becomes its code object, or None when the function
+ * is missing or its shape is none of `shapes`; *shape which one it is (or
+ * -1).  Leaves *code NULL (look again later) while the module is not
+ * imported. */
 static int
-find_chain_code(cf_state *st)
+find_callback(const char *module, const char *func, const char *nested,
+              const cb_shape *shapes, int nshapes, PyObject **code,
+              int *shape)
 {
-    PyObject *mod = imported("asyncio.futures");
+    PyObject *mod = imported(module);
     if (mod == NULL) {
-        /* Not imported: no callback of it exists yet; look again later. */
+        /* Not imported: no callback of it exists yet. */
         return PyErr_Occurred() ? -1 : 0;
     }
-    PyObject *chain = PyObject_GetAttrString(mod, "_chain_future");
+    PyObject *outer = PyObject_GetAttrString(mod, func);
     Py_DECREF(mod);
-    if (chain == NULL) {
+    if (outer == NULL) {
         PyErr_Clear();
-        st->chain_code = Py_NewRef(Py_None);
-        return 0;
     }
-    PyObject *code = nested_code(chain, "_call_set_state");
-    Py_DECREF(chain);
-    st->chain_shape = -1;
-    if (code != NULL) {
-        st->chain_shape = shape_of(code, chain_shapes,
-                                   Py_ARRAY_LENGTH(chain_shapes));
-        if (st->chain_shape == -2) {
-            st->chain_shape = -1;
-            return -1;
-        }
+    PyObject *found = outer != NULL ? nested_code(outer, nested) : NULL;
+    *shape = found != NULL ? shape_of(found, shapes, nshapes) : -1;
+    if (*shape >= 0) {
+        *code = Py_NewRef(found);
     }
-    if (st->chain_shape >= 0) {
-        PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)code);
-        if (freevars == NULL) {
-            st->chain_shape = -1;
-            return -1;
-        }
-        st->chain_set_state = freevar_index(freevars, "_set_state");
-        st->chain_destination = freevar_index(freevars, "destination");
-        st->chain_dest_loop = freevar_index(freevars, "dest_loop");
-        st->chain_source_loop = freevar_index(freevars, "source_loop");
-        Py_DECREF(freevars);
+    else if (*shape == -1) {
+        *code = Py_NewRef(Py_None);
     }
-    st->chain_code = Py_NewRef(st->chain_shape >= 0 ? code : Py_None);
+    Py_XDECREF(outer);
+    if (*shape == -2) {
+        *shape = -1;
+        return -1;
+    }
     return 0;
 }
 
-/* Look up _on_completion in asyncio.tasks._wait once asyncio.tasks is
- * imported: st->wait_code becomes it, or None if its shape is not one we
- * know. */
+/* _chain_future's _call_set_state, and where its closure keeps what we
+ * read. */
+static int
+find_chain_code(cf_state *st)
+{
+    if (find_callback("asyncio.futures", "_chain_future", "_call_set_state",
+                      chain_shapes, Py_ARRAY_LENGTH(chain_shapes),
+                      &st->chain_code, &st->chain_shape) < 0) {
+        return -1;
+    }
+    if (st->chain_code == NULL || st->chain_shape < 0) {
+        return 0;
+    }
+    PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)st->chain_code);
+    if (freevars == NULL) {
+        Py_CLEAR(st->chain_code);
+        return -1;
+    }
+    st->chain_set_state = freevar_index(freevars, "_set_state");
+    st->chain_destination = freevar_index(freevars, "destination");
+    st->chain_dest_loop = freevar_index(freevars, "dest_loop");
+    st->chain_source_loop = freevar_index(freevars, "source_loop");
+    Py_DECREF(freevars);
+    return 0;
+}
+
+/* asyncio.tasks._wait's _on_completion. */
 static int
 find_wait_code(cf_state *st)
 {
-    PyObject *mod = imported("asyncio.tasks");
-    if (mod == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    PyObject *wait = PyObject_GetAttrString(mod, "_wait");
-    Py_DECREF(mod);
-    if (wait == NULL) {
-        PyErr_Clear();
-        st->wait_code = Py_NewRef(Py_None);
-        return 0;
-    }
-    PyObject *code = nested_code(wait, "_on_completion");
-    Py_DECREF(wait);
-    st->wait_shape = -1;
-    if (code != NULL) {
-        st->wait_shape = shape_of(code, wait_shapes,
-                                  Py_ARRAY_LENGTH(wait_shapes));
-        if (st->wait_shape == -2) {
-            st->wait_shape = -1;
-            return -1;
-        }
-    }
-    st->wait_code = Py_NewRef(st->wait_shape >= 0 ? code : Py_None);
-    return 0;
+    return find_callback("asyncio.tasks", "_wait", "_on_completion",
+                         wait_shapes, Py_ARRAY_LENGTH(wait_shapes),
+                         &st->wait_code, &st->wait_shape);
 }
 
 /* The contents of closure cell i of fn, or NULL (borrowed). */
