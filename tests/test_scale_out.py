@@ -17,13 +17,14 @@ new one.  A stdlib future cannot be awaited: asyncio code wraps it
 (asyncio.wrap_future, or loop.run_in_executor(executor, ...)).
 
 Tests are differential where the behaviour is shared: the stdlib's wait()
-and as_completed() are the oracle over the same dask futures (wmod), and
+and as_completed() are the oracle over the same dask futures (mod), and
 the same fan-out body runs over a cfutures pool and dask's executor
 (executor).  Tasks that must stay unfinished wait for a gate file, so
 nothing depends on timing and no worker is left blocked after a test.
 """
 import asyncio
 import concurrent.futures as std
+import logging
 import os
 import signal
 import sys
@@ -90,6 +91,12 @@ def client():
         cluster = LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True,
             host="127.0.0.1", dashboard_address=None,
+            # No dashboard; the scheduler's small HTTP server (health
+            # checks) on any free loopback port, not on 8787.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            # Failed tasks and the killed worker are expected: keep their
+            # log lines (from the worker processes too) out of the output.
+            silence_logs=logging.CRITICAL,
         )
         try:
             c = Client(cluster)
@@ -123,12 +130,6 @@ def executor(request):
     """The same code over a cfutures pool and over dask's executor."""
     return request.getfixturevalue(
         "cf_pool" if request.param == "cfutures-pool" else "dask_ex")
-
-
-@pytest.fixture(params=[std, cfutures], ids=["std-wait", "cf-wait"])
-def wmod(request):
-    """Whose wait()/as_completed() runs: the stdlib's is the oracle."""
-    return request.param
 
 
 class Gates:
@@ -236,7 +237,7 @@ WHENS = [std.FIRST_COMPLETED, std.FIRST_EXCEPTION, std.ALL_COMPLETED]
 
 
 @pytest.mark.parametrize("when", WHENS)
-def test_wait_snapshot_mixed(wmod, when, dask_ex, cf_pool, gates):
+def test_wait_snapshot_mixed(mod, when, dask_ex, cf_pool, gates):
     """Some futures already done, some not: the split is the oracle's."""
     ok = dask_ex.submit(square, 4)
     bad = dask_ex.submit(fail, "bad")
@@ -250,7 +251,7 @@ def test_wait_snapshot_mixed(wmod, when, dask_ex, cf_pool, gates):
     fs = [ok, bad, pending, cf_done, cf_pending, std_done, ok]
     timeout = 0.2 if when == std.ALL_COMPLETED else T
     t0 = time.monotonic()
-    done, not_done = wmod.wait(fs, timeout=timeout, return_when=when)
+    done, not_done = mod.wait(fs, timeout=timeout, return_when=when)
     elapsed = time.monotonic() - t0
     assert done == {ok, bad, cf_done, std_done}
     assert not_done == {pending, cf_pending}
@@ -261,7 +262,7 @@ def test_wait_snapshot_mixed(wmod, when, dask_ex, cf_pool, gates):
 
 
 @pytest.mark.parametrize("when", WHENS)
-def test_wait_wakes_on_completion(wmod, when, dask_ex, gates):
+def test_wait_wakes_on_completion(mod, when, dask_ex, gates):
     """Nothing done at the call; completions arrive from dask's loop thread
     (and a cfutures future from a timer) while the caller sleeps."""
     a_gate, b_gate = gates.new(), gates.new()
@@ -280,7 +281,7 @@ def test_wait_wakes_on_completion(wmod, when, dask_ex, gates):
             c.set_result("c")
 
     t = later(0.1, drive)
-    done, not_done = wmod.wait([a, b, c], timeout=T, return_when=when)
+    done, not_done = mod.wait([a, b, c], timeout=T, return_when=when)
     t.join(T)
     if when == std.FIRST_COMPLETED:
         assert a in done and c in not_done
@@ -295,12 +296,12 @@ def test_wait_wakes_on_completion(wmod, when, dask_ex, gates):
 
 
 @pytest.mark.parametrize("timeout", [0, 0.2])
-def test_wait_timeout(wmod, timeout, dask_ex, gates):
+def test_wait_timeout(mod, timeout, dask_ex, gates):
     f = dask_ex.submit(gated, gates.new(), 1)
     g = cfutures.Future()
     for when in WHENS:
         t0 = time.monotonic()
-        done, not_done = wmod.wait([f, g], timeout=timeout, return_when=when)
+        done, not_done = mod.wait([f, g], timeout=timeout, return_when=when)
         assert (done, not_done) == (set(), {f, g})
         assert timeout * 0.75 <= time.monotonic() - t0 < timeout + 10
     # The waiters it installed on the dask future are gone again.
@@ -308,11 +309,11 @@ def test_wait_timeout(wmod, timeout, dask_ex, gates):
 
 
 @pytest.mark.parametrize("timeout", [0, 0.2])
-def test_as_completed_timeout(wmod, timeout, dask_ex, gates):
+def test_as_completed_timeout(mod, timeout, dask_ex, gates):
     ok = dask_ex.submit(square, 2)
     ok.result(timeout=T)
     pending = dask_ex.submit(gated, gates.new(), 1)
-    it = wmod.as_completed([ok, pending, cfutures.Future()], timeout=timeout)
+    it = mod.as_completed([ok, pending, cfutures.Future()], timeout=timeout)
     assert next(it) is ok
     with pytest.raises(std.TimeoutError) as info:
         next(it)
@@ -322,7 +323,7 @@ def test_as_completed_timeout(wmod, timeout, dask_ex, gates):
 
 # ---- as_completed(): mixed, each future once ---------------------------------
 
-def test_as_completed_mixed(wmod, dask_ex, cf_pool):
+def test_as_completed_mixed(mod, dask_ex, cf_pool):
     dfs = [dask_ex.submit(square, i, 0.02 * (i % 4)) for i in range(12)]
     cfs = [cf_pool.submit(square, i, 0.01 * (i % 3)) for i in range(12, 20)]
     sf = std.Future()
@@ -330,16 +331,16 @@ def test_as_completed_mixed(wmod, dask_ex, cf_pool):
     cf = cfutures.Future()
     later(0.08, cf.set_result, "cf")
     fs = dfs + cfs + [sf, cf] + dfs[:3]     # duplicates are yielded once
-    seen = list(wmod.as_completed(fs, timeout=T))
+    seen = list(mod.as_completed(fs, timeout=T))
     assert len(seen) == len(set(fs)) == 22
     assert set(seen) == set(fs)
     assert [f.result() for f in dfs + cfs] == [i * i for i in range(20)]
 
 
-def test_as_completed_yields_in_completion_order(wmod, dask_ex, gates):
+def test_as_completed_yields_in_completion_order(mod, dask_ex, gates):
     paths = [gates.new() for _ in range(2)]
     fs = [dask_ex.submit(gated, p, i) for i, p in enumerate(paths)]
-    it = wmod.as_completed(fs, timeout=T)
+    it = mod.as_completed(fs, timeout=T)
     for i in (1, 0):
         Gates.open(paths[i])
         assert next(it) is fs[i]
@@ -422,7 +423,7 @@ def test_await_cfutures_wait_off_the_loop(run, dask_ex, gates):
     assert ticks > 5 and done == set(fs) and not_done == set()
 
 
-def test_cancel_awaiting_task_cancels_dask_future(run, wmod, dask_ex, gates):
+def test_cancel_awaiting_task_cancels_dask_future(run, mod, dask_ex, gates):
     """Cancelling the task that awaits wrap_future(f) cancels f (asyncio's
     chaining), dask cancels the task, and wait() then sees f done."""
     f = dask_ex.submit(gated, gates.new(), 1)
@@ -435,7 +436,7 @@ def test_cancel_awaiting_task_cancels_dask_future(run, wmod, dask_ex, gates):
             await task
     run(main)
     assert f.cancelled()
-    done, _ = wmod.wait([f], timeout=T)
+    done, _ = mod.wait([f], timeout=T)
     assert done == {f}
     with pytest.raises(std.CancelledError):
         f.result(timeout=0)
@@ -443,7 +444,7 @@ def test_cancel_awaiting_task_cancels_dask_future(run, wmod, dask_ex, gates):
 
 # ---- cancellation -------------------------------------------------------------
 
-def test_cancel_wakes_a_wait_in_progress(wmod, dask_ex, gates, tmp_path):
+def test_cancel_wakes_a_wait_in_progress(mod, dask_ex, gates, tmp_path):
     """cancel() of a running and of a queued dask task while another thread
     waits: the wait ends once dask has noticed (CANCELLED_AND_NOTIFIED)."""
     pidfiles = [str(tmp_path / f"pid{i}") for i in range(2)]
@@ -453,7 +454,7 @@ def test_cancel_wakes_a_wait_in_progress(wmod, dask_ex, gates, tmp_path):
         wait_for_file(p)
     queued = dask_ex.submit(gated, gates.new(), 2)
     other = cfutures.Future()
-    join = in_thread(wmod.wait, [queued, other], timeout=T,
+    join = in_thread(mod.wait, [queued, other], timeout=T,
                      return_when=std.FIRST_COMPLETED)
     time.sleep(0.05)
     assert queued.cancel()
@@ -464,7 +465,7 @@ def test_cancel_wakes_a_wait_in_progress(wmod, dask_ex, gates, tmp_path):
     # A running task: dask's futures are never RUNNING, so this succeeds
     # too (the worker finishes the call, its result is dropped).
     assert running[0].cancel()
-    it = wmod.as_completed(running, timeout=T)
+    it = mod.as_completed(running, timeout=T)
     assert next(it) is running[0]
     gates.open_all()
     assert next(it) is running[1] and running[1].result() == 1
@@ -473,38 +474,42 @@ def test_cancel_wakes_a_wait_in_progress(wmod, dask_ex, gates, tmp_path):
     assert all(f._waiters == [] for f in running + [queued])
 
 
-def test_cancel_then_as_completed(wmod, dask_ex, cf_pool, gates):
+def test_cancel_then_as_completed(mod, dask_ex, cf_pool, gates):
     fs = [dask_ex.submit(gated, gates.new(), i) for i in range(3)]
     cf = cf_pool.submit(square, 9)
     for f in fs:
         assert f.cancel()
-    seen = list(wmod.as_completed(fs + [cf], timeout=T))
+    seen = list(mod.as_completed(fs + [cf], timeout=T))
     assert set(seen) == set(fs + [cf])
     assert all(f.cancelled() for f in fs) and cf.result() == 81
 
 
 # ---- a worker process killed mid-task ----------------------------------------
 
-def test_worker_killed_mid_task(wmod, client, dask_ex, gates, tmp_path):
+def test_worker_killed_mid_task(client, dask_ex, gates, tmp_path):
     """SIGKILL the worker process running a task: the future fails with
-    KilledWorker, waits in progress return, nothing hangs; the nanny starts
-    a new worker and the cluster keeps working."""
+    KilledWorker, waits in progress return (the stdlib's and cfutures',
+    side by side: one kill costs a worker restart), nothing hangs; the
+    nanny starts a new worker and the cluster keeps working."""
     pidfile = str(tmp_path / "pid")
     victim = dask_ex.submit(gated, gates.new(), "never", pidfile=pidfile)
     bystander = cfutures.Future()
     pid = int(wait_for_file(pidfile))
     assert pid in client.run(os.getpid).values()
 
-    join_wait = in_thread(wmod.wait, [victim, bystander], timeout=T,
+    waits = {m: in_thread(m.wait, [victim, bystander], timeout=T,
                           return_when=std.FIRST_EXCEPTION)
-    join_ac = in_thread(lambda: next(wmod.as_completed(
-        [bystander, victim], timeout=T)))
+             for m in (std, cfutures)}
+    firsts = {m: in_thread(lambda m=m: next(m.as_completed(
+                  [bystander, victim], timeout=T)))
+              for m in (std, cfutures)}
     time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
 
-    done, not_done = join_wait()
-    assert done == {victim} and not_done == {bystander}
-    assert join_ac() is victim
+    for m in (std, cfutures):
+        done, not_done = waits[m]()
+        assert done == {victim} and not_done == {bystander}
+        assert firsts[m]() is victim
     assert isinstance(victim.exception(timeout=0), KilledWorker)
     with pytest.raises(KilledWorker):
         victim.result(timeout=0)
