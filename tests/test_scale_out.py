@@ -179,24 +179,30 @@ def wait_for_file(path, timeout=T):
 
 
 def in_thread(fn, *args, **kwargs):
-    """Run fn in a thread; returns a function that joins it (timeout T)
-    and returns fn's result or raises its exception."""
+    """Run a wait (fn, with a timeout of T) in a thread; returns a function
+    that joins it and returns fn's result or raises its exception.
+
+    The wait must have ended by an event, well before its timeout: a wait
+    that missed the event would often return the same sets at T."""
     out = {}
 
     def target():
+        t0 = time.monotonic()
         try:
             out["value"] = fn(*args, **kwargs)
         except BaseException as e:  # noqa: B902 - handed to the joiner
             out["error"] = e
+        out["elapsed"] = time.monotonic() - t0
 
     t = threading.Thread(target=target, daemon=True)
     t.start()
 
     def join():
-        t.join(T)
+        t.join(T + 10)
         assert not t.is_alive(), "the waiting thread hangs"
         if "error" in out:
             raise out["error"]
+        assert out["elapsed"] < T / 2, "woke by its timeout, not the event"
         return out["value"]
     return join
 
@@ -281,7 +287,9 @@ def test_wait_wakes_on_completion(mod, when, dask_ex, gates):
             c.set_result("c")
 
     t = later(0.1, drive)
+    t0 = time.monotonic()
     done, not_done = mod.wait([a, b, c], timeout=T, return_when=when)
+    assert time.monotonic() - t0 < T / 2    # the event, not the timeout
     t.join(T)
     if when == std.FIRST_COMPLETED:
         assert a in done and c in not_done
