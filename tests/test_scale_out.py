@@ -329,7 +329,7 @@ def test_as_completed_timeout(mod, timeout, dask_ex, gates):
     assert pending._waiters == []
 
 
-# ---- as_completed(): mixed, each future once ---------------------------------
+# ---- as_completed(): mixed, each future once --------------------------------
 
 def test_as_completed_mixed(mod, dask_ex, cf_pool):
     dfs = [dask_ex.submit(square, i, 0.02 * (i % 4)) for i in range(12)]
@@ -450,7 +450,7 @@ def test_cancel_awaiting_task_cancels_dask_future(run, mod, dask_ex, gates):
         f.result(timeout=0)
 
 
-# ---- cancellation -------------------------------------------------------------
+# ---- cancellation -----------------------------------------------------------
 
 def test_cancel_wakes_a_wait_in_progress(mod, dask_ex, gates, tmp_path):
     """cancel() of a running and of a queued dask task while another thread
@@ -492,7 +492,7 @@ def test_cancel_then_as_completed(mod, dask_ex, cf_pool, gates):
     assert all(f.cancelled() for f in fs) and cf.result() == 81
 
 
-# ---- a worker process killed mid-task ----------------------------------------
+# ---- a worker process killed mid-task ---------------------------------------
 
 def test_worker_killed_mid_task(client, dask_ex, gates, tmp_path):
     """SIGKILL the worker process running a task: the future fails with
@@ -533,7 +533,7 @@ def test_worker_killed_mid_task(client, dask_ex, gates, tmp_path):
     assert dask_ex.submit(square, 11).result(timeout=T) == 121
 
 
-# ---- the README's example ----------------------------------------------------------
+# ---- the README's example ---------------------------------------------------
 
 def readme_example():
     """The Python block of the README's "Scaling out" section."""
