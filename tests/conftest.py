@@ -53,7 +53,9 @@ def _settle_threads(timeout=10.0):
     (`tracemalloc_remove_trace: Assertion ... tracing failed`), a release
     build may crash.  Tests that start or stop tracemalloc call this first,
     so no worker of an earlier test's dropped executor is mid-exit.  The
-    shared to_thread pool's workers live on and are not waited for.
+    shared to_thread pool's workers live on and are not waited for, nor is
+    dask.distributed's offload pool (Dask-Offload_N, started by
+    test_scale_out.py), which also lives as long as the process.
     """
     import gc
     import threading
@@ -63,7 +65,8 @@ def _settle_threads(timeout=10.0):
     deadline = time.monotonic() + timeout
     me = threading.current_thread()
     for t in threading.enumerate():
-        if t is me or t.name.startswith("cfutures.to_thread"):
+        if t is me or t.name.startswith(("cfutures.to_thread",
+                                         "Dask-Offload")):
             continue
         t.join(max(0.0, deadline - time.monotonic()))
     # join() returns when the thread state is cleared; it is freed just
