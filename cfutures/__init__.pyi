@@ -27,15 +27,23 @@
 import asyncio
 import concurrent.futures as _std
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
+import sys
 from concurrent.futures import (
     ALL_COMPLETED as ALL_COMPLETED,
     FIRST_COMPLETED as FIRST_COMPLETED,
     FIRST_EXCEPTION as FIRST_EXCEPTION,
     BrokenExecutor as BrokenExecutor,
     CancelledError as CancelledError,
+    Executor as Executor,
     InvalidStateError as InvalidStateError,
+    ProcessPoolExecutor as ProcessPoolExecutor,
     TimeoutError as TimeoutError,
 )
+
+if sys.version_info >= (3, 14):
+    from concurrent.futures import (
+        InterpreterPoolExecutor as InterpreterPoolExecutor,
+    )
 from concurrent.futures._base import DoneAndNotDoneFutures
 from types import TracebackType
 from typing import Any, Generic, NamedTuple, TypeVar, overload
@@ -54,9 +62,17 @@ __all__ = [
     "TimeoutError",
     "as_completed",
     "wait",
+    # The rest of the running version's concurrent.futures.__all__: the
+    # stdlib's own objects.
+    "Executor",
+    "ProcessPoolExecutor",
     "install",
     "to_thread",
 ]
+if sys.version_info >= (3, 14):
+    __all__ += ["InterpreterPoolExecutor"]
+
+__version__: str
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
