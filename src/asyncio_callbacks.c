@@ -64,13 +64,13 @@ typedef struct {
 /* _chain_future's _call_set_state. */
 enum { CHAIN_SOURCE_LOOP, CHAIN_RUNNING_LOOP };
 static const cb_shape chain_shapes[] = {
-    /* 3.11, 3.12: hands over now only if dest_loop is source_loop (None
-     * for a concurrent source): always call_soon_threadsafe for us. */
+    /* 3.11, 3.12, 3.13.0: hands over now only if dest_loop is source_loop
+     * (None for a concurrent source): always call_soon_threadsafe for us. */
     [CHAIN_SOURCE_LOOP] = {
         "_set_state dest_loop destination source_loop",
         "cancelled is_closed call_soon_threadsafe"},
-    /* 3.13+: hands over now when completed on dest_loop's own thread
-     * while it runs (events._get_running_loop()). */
+    /* Later 3.13 releases, 3.14, 3.15: hands over now when completed on
+     * dest_loop's own thread while it runs (events._get_running_loop()). */
     [CHAIN_RUNNING_LOOP] = {
         "_set_state dest_loop destination",
         "cancelled is_closed events _get_running_loop call_soon_threadsafe"},

@@ -13,10 +13,13 @@ import textwrap
 
 import pytest
 
-# A small thread stack for the tests below: 1 MiB, since on 3.13 the
-# stdlib's own chain (its completed futures keep their callbacks, so
-# freeing one frees the rest in turn) needs more than 512 KiB to free.
-STACK = 1024 * 1024
+# A small thread stack for the tests below, still far too small for one C
+# frame per link of their chains (about 0.7 KiB each): 4 MiB, since 3.13's
+# trashcan lets a dealloc nest up to its C recursion limit (10,000 here),
+# calibrated for an 8 MiB stack, so the stdlib's own chain (its completed
+# futures keep their callbacks, and freeing one frees the rest in turn)
+# overflows a smaller one there (1 MiB on 3.13.0).
+STACK = 4 * 1024 * 1024
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
