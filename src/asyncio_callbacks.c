@@ -63,6 +63,9 @@ typedef struct {
 
 /* _chain_future's _call_set_state. */
 enum { CHAIN_SOURCE_LOOP, CHAIN_RUNNING_LOOP };
+/* Its closure cells we read (st->chain_cells). */
+enum { CHAIN_CELL_SET_STATE, CHAIN_CELL_DESTINATION, CHAIN_CELL_DEST_LOOP,
+       CHAIN_CELL_SOURCE_LOOP };
 static const cb_shape chain_shapes[] = {
     /* 3.11, 3.12: hands over now only if dest_loop is source_loop (None
      * for a concurrent source): always call_soon_threadsafe for us. */
@@ -159,6 +162,27 @@ imported(const char *name)
     return mod;
 }
 
+/* Publish a lazily found code object (or None) and the fields that go
+ * with it: under st->lock, first come first served, the code pointer
+ * stored last with release, so a reader that loads it with acquire sees
+ * the fields.  Threads that lose the race drop theirs. */
+static void
+publish_code(cf_state *st, PyObject **slot, PyObject *code, int *shape_slot,
+             int shape, Py_ssize_t *idx_slots, const Py_ssize_t *idx, int nidx)
+{
+    cf_mutex_lock(&st->lock);
+    if (*slot == NULL) {
+        *shape_slot = shape;
+        for (int k = 0; k < nidx; k++) {
+            idx_slots[k] = idx[k];
+        }
+        cf_store_release(slot, code);
+        code = NULL;
+    }
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(code);
+}
+
 /* Look up _call_set_state once asyncio.futures is imported: st->chain_code
  * becomes its code, or None if its shape is not one we know. */
 static int
@@ -171,35 +195,39 @@ find_chain_code(cf_state *st)
     }
     PyObject *chain = PyObject_GetAttrString(mod, "_chain_future");
     Py_DECREF(mod);
+    int shape = -1;
+    Py_ssize_t idx[4] = {-1, -1, -1, -1};
     if (chain == NULL) {
         PyErr_Clear();
-        st->chain_code = Py_NewRef(Py_None);
+        publish_code(st, &st->chain_code, Py_NewRef(Py_None),
+                     &st->chain_shape, -1, NULL, NULL, 0);
         return 0;
     }
     PyObject *code = nested_code(chain, "_call_set_state");
-    Py_DECREF(chain);
-    st->chain_shape = -1;
     if (code != NULL) {
-        st->chain_shape = shape_of(code, chain_shapes,
-                                   Py_ARRAY_LENGTH(chain_shapes));
-        if (st->chain_shape == -2) {
-            st->chain_shape = -1;
+        shape = shape_of(code, chain_shapes, Py_ARRAY_LENGTH(chain_shapes));
+        if (shape == -2) {
+            Py_DECREF(chain);
             return -1;
         }
     }
-    if (st->chain_shape >= 0) {
+    if (shape >= 0) {
         PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)code);
         if (freevars == NULL) {
-            st->chain_shape = -1;
+            Py_DECREF(chain);
             return -1;
         }
-        st->chain_set_state = freevar_index(freevars, "_set_state");
-        st->chain_destination = freevar_index(freevars, "destination");
-        st->chain_dest_loop = freevar_index(freevars, "dest_loop");
-        st->chain_source_loop = freevar_index(freevars, "source_loop");
+        idx[CHAIN_CELL_SET_STATE] = freevar_index(freevars, "_set_state");
+        idx[CHAIN_CELL_DESTINATION] = freevar_index(freevars, "destination");
+        idx[CHAIN_CELL_DEST_LOOP] = freevar_index(freevars, "dest_loop");
+        idx[CHAIN_CELL_SOURCE_LOOP] = freevar_index(freevars, "source_loop");
         Py_DECREF(freevars);
     }
-    st->chain_code = Py_NewRef(st->chain_shape >= 0 ? code : Py_None);
+    /* The code is kept alive by chain's code until this new reference. */
+    PyObject *found = Py_NewRef(shape >= 0 ? code : Py_None);
+    Py_DECREF(chain);
+    publish_code(st, &st->chain_code, found, &st->chain_shape, shape,
+                 st->chain_cells, idx, shape >= 0 ? 4 : 0);
     return 0;
 }
 
@@ -217,71 +245,91 @@ find_wait_code(cf_state *st)
     Py_DECREF(mod);
     if (wait == NULL) {
         PyErr_Clear();
-        st->wait_code = Py_NewRef(Py_None);
+        publish_code(st, &st->wait_code, Py_NewRef(Py_None),
+                     &st->wait_shape, -1, NULL, NULL, 0);
         return 0;
     }
     PyObject *code = nested_code(wait, "_on_completion");
-    Py_DECREF(wait);
-    st->wait_shape = -1;
+    int shape = -1;
     if (code != NULL) {
-        st->wait_shape = shape_of(code, wait_shapes,
-                                  Py_ARRAY_LENGTH(wait_shapes));
-        if (st->wait_shape == -2) {
-            st->wait_shape = -1;
+        shape = shape_of(code, wait_shapes, Py_ARRAY_LENGTH(wait_shapes));
+        if (shape == -2) {
+            Py_DECREF(wait);
             return -1;
         }
     }
-    st->wait_code = Py_NewRef(st->wait_shape >= 0 ? code : Py_None);
+    PyObject *found = Py_NewRef(shape >= 0 ? code : Py_None);
+    Py_DECREF(wait);
+    publish_code(st, &st->wait_code, found, &st->wait_shape, shape, NULL,
+                 NULL, 0);
     return 0;
 }
 
-/* The contents of closure cell i of fn, or NULL (borrowed). */
+/* The contents of closure cell i of fn, or NULL (new ref; no exception):
+ * a cell may be reassigned by another thread, so never borrowed. */
 static PyObject *
 cell_contents(PyObject *fn, Py_ssize_t i)
 {
     PyObject *closure = PyFunction_GET_CLOSURE(fn);
-    if (closure == NULL || !PyTuple_Check(closure)
+    if (i < 0 || closure == NULL || !PyTuple_Check(closure)
         || i >= PyTuple_GET_SIZE(closure)) {
         return NULL;
     }
     PyObject *cell = PyTuple_GET_ITEM(closure, i);
-    return PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
+    return PyCell_Check(cell) ? PyCell_Get(cell) : NULL;
 }
 
 /* _call_set_state for future f: a loop call of _set_state(destination, f)
- * on dest_loop, when that loop runs in this thread. */
+ * on dest_loop, when that loop runs in this thread.  Called once
+ * st->chain_code was loaded with acquire: chain_cells are stable. */
 static int
 adopt_call_set_state(cf_state *st, cf_future *f, PyObject *fn,
                      PyObject **replacement)
 {
-    PyObject *set_state = cell_contents(fn, st->chain_set_state);
-    PyObject *destination = cell_contents(fn, st->chain_destination);
-    PyObject *dest_loop = cell_contents(fn, st->chain_dest_loop);
+    int rc = 0;
+    PyObject *source_loop = NULL, *loop = NULL, *args = NULL;
+    PyObject *set_state = cell_contents(
+        fn, st->chain_cells[CHAIN_CELL_SET_STATE]);
+    PyObject *destination = cell_contents(
+        fn, st->chain_cells[CHAIN_CELL_DESTINATION]);
+    PyObject *dest_loop = cell_contents(
+        fn, st->chain_cells[CHAIN_CELL_DEST_LOOP]);
     if (set_state == NULL || destination == NULL || dest_loop == NULL
         || dest_loop == Py_None) {
-        return 0;
+        goto done;
     }
-    if (st->chain_shape == CHAIN_SOURCE_LOOP
-        && cell_contents(fn, st->chain_source_loop) != Py_None) {
-        return 0;
+    if (st->chain_shape == CHAIN_SOURCE_LOOP) {
+        source_loop = cell_contents(
+            fn, st->chain_cells[CHAIN_CELL_SOURCE_LOOP]);
+        if (source_loop != Py_None) {
+            goto done;
+        }
     }
-    PyObject *loop = cf_aio_running_loop(st);
+    loop = cf_aio_running_loop(st);
     if (loop == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;
     }
-    Py_DECREF(loop);
     if (loop != dest_loop) {
-        return 0;
+        goto done;
     }
-    PyObject *args = PyTuple_Pack(2, destination, (PyObject *)f);
+    args = PyTuple_Pack(2, destination, (PyObject *)f);
     if (args == NULL) {
-        return -1;
+        rc = -1;
+        goto done;
     }
     *replacement = cf_aio_loop_call(
         st, dest_loop, set_state, args, fn,
         st->chain_shape == CHAIN_RUNNING_LOOP);
-    Py_DECREF(args);
-    return *replacement == NULL ? -1 : 1;
+    rc = *replacement == NULL ? -1 : 1;
+done:
+    Py_XDECREF(args);
+    Py_XDECREF(loop);
+    Py_XDECREF(source_loop);
+    Py_XDECREF(set_state);
+    Py_XDECREF(destination);
+    Py_XDECREF(dest_loop);
+    return rc;
 }
 
 /* _on_completion for future f: a loop call of _on_completion(f) on the
@@ -331,16 +379,17 @@ cf_adopt_asyncio_callback(cf_future *f, PyObject *fn,
         return -1;
     }
     if (chain) {
-        if (st->chain_code == NULL && find_chain_code(st) < 0) {
+        if (cf_load_acquire(&st->chain_code) == NULL
+            && find_chain_code(st) < 0) {
             return -1;
         }
-        return code == st->chain_code
+        return code == cf_load_acquire(&st->chain_code)
                ? adopt_call_set_state(st, f, fn, replacement) : 0;
     }
-    if (st->wait_code == NULL && find_wait_code(st) < 0) {
+    if (cf_load_acquire(&st->wait_code) == NULL && find_wait_code(st) < 0) {
         return -1;
     }
-    return code == st->wait_code
+    return code == cf_load_acquire(&st->wait_code)
            ? adopt_on_completion(st, f, fn, replacement) : 0;
 }
 
@@ -348,15 +397,19 @@ PyObject *
 cf_asyncio_callback_shapes(PyObject *module, PyObject *unused)
 {
     cf_state *st = cf_get_state(module);
-    if ((st->chain_code == NULL && find_chain_code(st) < 0)
-        || (st->wait_code == NULL && find_wait_code(st) < 0)) {
+    if ((cf_load_acquire(&st->chain_code) == NULL
+         && find_chain_code(st) < 0)
+        || (cf_load_acquire(&st->wait_code) == NULL
+            && find_wait_code(st) < 0)) {
         return NULL;
     }
+    PyObject *chain = cf_load_acquire(&st->chain_code);
+    PyObject *wait = cf_load_acquire(&st->wait_code);
     /* Not imported yet: None, as for an unknown shape. */
     return Py_BuildValue(
         "{s:N,s:N}",
-        "chain", st->chain_code == NULL || st->chain_code == Py_None
+        "chain", chain == NULL || chain == Py_None
                  ? Py_NewRef(Py_None) : PyLong_FromLong(st->chain_shape),
-        "wait", st->wait_code == NULL || st->wait_code == Py_None
+        "wait", wait == NULL || wait == Py_None
                 ? Py_NewRef(Py_None) : PyLong_FromLong(st->wait_shape));
 }
