@@ -21,7 +21,13 @@
  *     asyncio.create_task and TaskGroup.create_task accept it; its outcome
  *     is stored by the pool worker that ran it.
  * Loop-side state (done, callbacks) changes only on the loop thread, as
- * for an asyncio.Future; other threads only post.
+ * for an asyncio.Future; other threads only post.  Without the GIL (see
+ * the README's "Concurrency model"): a batch's queue and `scheduled` are
+ * guarded by the batch's critical section; lstate is read by posting
+ * threads with a relaxed load (a stale PENDING only queues a node the
+ * flush skips); a to_thread call's outcome is handed over through its
+ * atomic `handoff` or the batch's critical section; the shared pool is
+ * guarded by the module's lock.
  *
  * Batches are found through a per-thread cache (the thread state dict)
  * holding the batch of the loop last used in that thread: a loop runs in
@@ -48,8 +54,10 @@ typedef struct cf_aionode {
     PyObject *ctx0;
     PyObject *cbs;                /* more: a list of (fn, context) */
     PyObject *cancel_msg;
-    unsigned char queued;
-    unsigned char lstate;         /* LS_*: changed on the loop thread only */
+    unsigned char queued;         /* in a batch: under the batch's critical
+                                     section (a node is posted once) */
+    unsigned char lstate;         /* LS_*: changed on the loop thread only;
+                                     atomic (node_lstate) */
     unsigned char blocking;       /* _asyncio_future_blocking */
     unsigned char kind;           /* NODE_* */
 } cf_aionode;
@@ -63,20 +71,39 @@ struct cf_batch {
     cf_aionode *head;             /* queued nodes, strong references */
     cf_aionode *tail;
     int scheduled;                /* a flush is on its way to the loop */
-    /* For the loop-side spin of to_thread calls (aiocall_spin); read and
-     * written with the GIL held: */
+    /* head, tail, scheduled: the batch's critical section. */
+    /* For the loop-side spin of to_thread calls (aiocall_spin), used on
+     * the loop thread only, except calls_running: */
     PyObject *ready;              /* loop._ready (asyncio), or NULL */
-    Py_ssize_t calls_running;     /* submitted calls not yet run */
+    Py_ssize_t calls_running;     /* submitted calls not yet run; atomic
+                                     (workers uncount theirs) */
     int spin_skip;                /* spins still to skip after a miss */
     int spin_backoff;             /* spins to skip after the next miss */
 };
 
+/* A node's loop-side state: written on the loop thread, read there and
+ * (relaxed: a hint, checked again on the loop) by posting threads. */
+static inline int
+node_lstate(cf_aionode *n)
+{
+    return cf_load_relaxed(&n->lstate);
+}
+
+static inline void
+node_set_lstate(cf_aionode *n, int v)
+{
+    cf_store_relaxed(&n->lstate, (unsigned char)v);
+}
+
 /* Import what the bridge needs from asyncio on first use, so importing
- * cfutures does not import asyncio. */
+ * cfutures does not import asyncio.  Threads may race here: the first to
+ * finish publishes (under st->lock, get_running_loop last with a release
+ * store); the others drop theirs.  Readers that saw get_running_loop
+ * (acquire) see the other two. */
 static int
 aio_import(cf_state *st)
 {
-    if (st->get_running_loop != NULL) {
+    if (cf_load_acquire(&st->get_running_loop) != NULL) {
         return 0;
     }
     PyObject *events = PyImport_ImportModule("asyncio.events");
@@ -102,9 +129,17 @@ aio_import(cf_state *st)
         Py_DECREF(grl);
         return -1;
     }
-    Py_XSETREF(st->asyncio_CancelledError, ce);
-    Py_XSETREF(st->asyncio_InvalidStateError, ise);
-    Py_XSETREF(st->get_running_loop, grl);
+    cf_mutex_lock(&st->lock);
+    if (st->get_running_loop == NULL) {
+        st->asyncio_CancelledError = ce;
+        st->asyncio_InvalidStateError = ise;
+        cf_store_release(&st->get_running_loop, grl);
+        ce = ise = grl = NULL;
+    }
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(ce);
+    Py_XDECREF(ise);
+    Py_XDECREF(grl);
     return 0;
 }
 
@@ -117,6 +152,9 @@ running_loop(cf_state *st, int required)
         return NULL;
     }
     PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
+    if (loop == NULL) {
+        return NULL;
+    }
     if (loop == Py_None) {
         Py_DECREF(loop);
         if (required) {
@@ -144,7 +182,9 @@ batch_is_for(cf_batch *b, PyObject *loop)
 static void node_complete(cf_state *st, cf_aionode *node);
 static int node_complete_now(cf_state *st, cf_aionode *node);
 
-/* Unlink every queued node (the caller owns their references). */
+/* Unlink every queued node (the caller owns their references and walks
+ * their `next` links: nobody else writes those, a node being posted
+ * once). */
 static cf_aionode *
 batch_take(cf_batch *b)
 {
@@ -153,6 +193,9 @@ batch_take(cf_batch *b)
     head = b->head;
     b->head = b->tail = NULL;
     b->scheduled = 0;
+    for (cf_aionode *n = head; n != NULL; n = n->next) {
+        n->queued = 0;
+    }
     CF_END_CRITICAL()
     return head;
 }
@@ -163,7 +206,6 @@ release_nodes(cf_aionode *node)
     while (node != NULL) {
         cf_aionode *next = node->next;
         node->next = NULL;
-        node->queued = 0;
         Py_DECREF(node);
         node = next;
     }
@@ -183,7 +225,6 @@ batch_flush(PyObject *self, PyObject *const *args, size_t nargsf,
     while (node != NULL) {
         cf_aionode *next = node->next;
         node->next = NULL;
-        node->queued = 0;
         if (!failed) {
             failed = node_complete_now(st, node) < 0;
         }
@@ -211,7 +252,7 @@ batch_post(cf_aionode *node)
 {
     cf_batch *b = node->batch;
     PyObject *loop = node->loop;
-    if (b == NULL || loop == NULL || node->lstate != LS_PENDING) {
+    if (b == NULL || loop == NULL || node_lstate(node) != LS_PENDING) {
         return;                   /* not bound, or cancelled already */
     }
     cf_state *st = PyType_GetModuleState(Py_TYPE(b));
@@ -219,7 +260,8 @@ batch_post(cf_aionode *node)
         /* Finished on the loop's own thread while it runs there (e.g. by
          * another coroutine): complete now, no self-pipe write; the
          * callbacks still run on a later turn (call_soon). */
-        PyObject *cur = PyObject_CallNoArgs(st->get_running_loop);
+        PyObject *cur = PyObject_CallNoArgs(
+            cf_load_acquire(&st->get_running_loop));
         if (cur == NULL) {
             PyErr_WriteUnraisable(NULL);
             return;
@@ -322,9 +364,11 @@ static PyObject *
 batch_repr(cf_batch *b)
 {
     int n = 0;
+    CF_BEGIN_CRITICAL(b)
     for (cf_aionode *node = b->head; node != NULL; node = node->next) {
         n++;
     }
+    CF_END_CRITICAL()
     return PyUnicode_FromFormat("<cfutures batch at %p queued=%d>", b, n);
 }
 
@@ -422,7 +466,7 @@ node_init(cf_aionode *n, vectorcallfunc vc, int kind)
     n->cb0 = n->ctx0 = n->cbs = NULL;
     n->cancel_msg = NULL;
     n->queued = 0;
-    n->lstate = LS_PENDING;
+    node_set_lstate(n, LS_PENDING);
     n->blocking = 0;
     n->kind = (unsigned char)kind;
 }
@@ -510,7 +554,7 @@ static int loopcall_run(cf_state *st, cf_aionode *n);
 static void
 node_complete(cf_state *st, cf_aionode *n)
 {
-    if (n->lstate != LS_PENDING) {
+    if (node_lstate(n) != LS_PENDING) {
         return;                   /* cancelled by its awaiter meanwhile */
     }
     if (n->kind == NODE_LOOPCALL) {
@@ -518,7 +562,8 @@ node_complete(cf_state *st, cf_aionode *n)
         return;
     }
     /* As wrap_future: a cancelled cfutures future cancels the bridge. */
-    n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
+    node_set_lstate(n, awaiter_source_cancelled(n) ? LS_CANCELLED
+                                                   : LS_DONE);
     if (schedule_callbacks(st, n) < 0) {
         PyErr_WriteUnraisable((PyObject *)n);
     }
@@ -600,13 +645,14 @@ report_callback_error(cf_aionode *n, PyObject *cb, PyObject *future)
 static int
 node_complete_now(cf_state *st, cf_aionode *n)
 {
-    if (n->lstate != LS_PENDING) {
+    if (node_lstate(n) != LS_PENDING) {
         return 0;
     }
     if (n->kind == NODE_LOOPCALL) {
         return loopcall_run(st, n);
     }
-    n->lstate = awaiter_source_cancelled(n) ? LS_CANCELLED : LS_DONE;
+    node_set_lstate(n, awaiter_source_cancelled(n) ? LS_CANCELLED
+                                                   : LS_DONE);
     PyObject *cb0 = n->cb0, *ctx0 = n->ctx0, *cbs = n->cbs;
     n->cb0 = n->ctx0 = n->cbs = NULL;
     int rc = 0;
@@ -721,7 +767,7 @@ node_add_done_callback(PyObject *self, PyObject *const *args,
     if (node_bind_running(st, n) < 0 || node_start(st, n, 0) < 0) {
         return NULL;
     }
-    if (n->lstate != LS_PENDING) {
+    if (node_lstate(n) != LS_PENDING) {
         if (schedule_callback(st, n, fn, ctx) < 0) {
             return NULL;
         }
@@ -800,13 +846,13 @@ node_remove_done_callback(PyObject *self, PyObject *fn)
 static PyObject *
 node_done(PyObject *self, PyObject *unused)
 {
-    return PyBool_FromLong(((cf_aionode *)self)->lstate != LS_PENDING);
+    return PyBool_FromLong(node_lstate((cf_aionode *)self) != LS_PENDING);
 }
 
 static PyObject *
 node_cancelled(PyObject *self, PyObject *unused)
 {
-    return PyBool_FromLong(((cf_aionode *)self)->lstate == LS_CANCELLED);
+    return PyBool_FromLong(node_lstate((cf_aionode *)self) == LS_CANCELLED);
 }
 
 /* What result() and exception() check first, as asyncio.Future: 0 if
@@ -816,11 +862,11 @@ node_check_done(PyObject *self, const char *not_set)
 {
     cf_aionode *n = (cf_aionode *)self;
     cf_state *st = PyType_GetModuleState(Py_TYPE(self));
-    if (n->lstate == LS_CANCELLED) {
+    if (node_lstate(n) == LS_CANCELLED) {
         raise_cancelled(st, n);
         return -1;
     }
-    if (n->lstate != LS_DONE) {
+    if (node_lstate(n) != LS_DONE) {
         raise_invalid_state(st, not_set);
         return -1;
     }
@@ -848,10 +894,10 @@ node_exception_meth(PyObject *self, PyObject *unused)
 static int
 node_cancel_impl(cf_state *st, cf_aionode *n, PyObject *msg)
 {
-    if (n->lstate != LS_PENDING) {
+    if (node_lstate(n) != LS_PENDING) {
         return 0;
     }
-    n->lstate = LS_CANCELLED;
+    node_set_lstate(n, LS_CANCELLED);
     Py_XSETREF(n->cancel_msg, Py_XNewRef(msg));
     /* As wrap_future: cancelling the bridge cancels what it waits for,
      * if that has not started. */
@@ -1046,16 +1092,16 @@ node_send_impl(cf_aionode *n, PyObject **presult)
 {
     cf_state *st = PyType_GetModuleState(Py_TYPE(n));
     *presult = NULL;
-    if (n->lstate == LS_PENDING) {
+    if (node_lstate(n) == LS_PENDING) {
         if (node_start(st, n, 1) < 0) {
             return PYGEN_ERROR;
         }
     }
-    if (n->lstate == LS_CANCELLED) {
+    if (node_lstate(n) == LS_CANCELLED) {
         raise_cancelled(st, n);
         return PYGEN_ERROR;
     }
-    if (n->lstate == LS_PENDING) {
+    if (node_lstate(n) == LS_PENDING) {
         /* What asyncio.Future.__await__ does: yield ourselves, marked, and
          * the Task adds its wakeup as our done-callback. */
         n->blocking = 1;
@@ -1158,7 +1204,7 @@ node_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                         "or instances of such a class");
         goto fail;
     }
-    if (n->lstate == LS_PENDING && aio_import(st) == 0
+    if (node_lstate(n) == LS_PENDING && aio_import(st) == 0
         && PyObject_IsSubclass(type, st->asyncio_CancelledError) == 1) {
         if (node_cancel_impl(st, n, NULL) < 0) {
             PyErr_WriteUnraisable(self);
@@ -1316,8 +1362,8 @@ awaiter_source_cancelled(cf_aionode *n)
     if (n->kind != NODE_AWAITER) {
         return 0;
     }
-    cf_future *f = ((cf_awaiter *)n)->future;
-    return f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED;
+    int state = cf_future_state(((cf_awaiter *)n)->future);
+    return state == CF_CANCELLED || state == CF_CANCELLED_AND_NOTIFIED;
 }
 
 /* The future's outcome, as `await` delivers it. */
@@ -1325,19 +1371,26 @@ static PyObject *
 awaiter_outcome(cf_awaiter *aw)
 {
     cf_future *f = aw->future;
-    if (f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED) {
+    PyObject *result, *exc;
+    int state = cf_future_outcome(f, &result, &exc);
+    if (state == CF_CANCELLED || state == CF_CANCELLED_AND_NOTIFIED) {
         /* As wrap_future: a cancelled future cancels the awaiter. */
+        Py_XDECREF(result);
+        Py_XDECREF(exc);
         cf_state *st = PyType_GetModuleState(Py_TYPE(aw));
         raise_cancelled(st, &aw->node);
         return NULL;
     }
-    if (f->exception == NULL) {
-        return Py_NewRef(f->result != NULL ? f->result : Py_None);
+    if (exc == NULL) {
+        return result != NULL ? result : Py_NewRef(Py_None);
     }
-    if (PyExceptionInstance_Check(f->exception)) {
-        raise_stored_exception(f->exception);
+    Py_XDECREF(result);
+    if (PyExceptionInstance_Check(exc)) {
+        raise_stored_exception(exc);
+        Py_DECREF(exc);
         return NULL;
     }
+    Py_DECREF(exc);
     return cf_future_get_result(f);
 }
 
@@ -1396,7 +1449,7 @@ awaiter_repr(cf_awaiter *aw)
 {
     static const char *names[] = {"pending", "finished", "cancelled"};
     return PyUnicode_FromFormat("<cfutures awaiter %s of %R>",
-                                names[aw->node.lstate],
+                                names[node_lstate(&aw->node)],
                                 (PyObject *)aw->future);
 }
 
@@ -1480,7 +1533,7 @@ static int
 loopcall_run(cf_state *st, cf_aionode *n)
 {
     cf_loopcall *lc = (cf_loopcall *)n;
-    n->lstate = LS_DONE;
+    node_set_lstate(n, LS_DONE);
     PyObject *fn = lc->fn, *args = lc->args;
     lc->fn = lc->args = NULL;
     PyObject *r = PyObject_Call(fn, args, NULL);
@@ -1501,7 +1554,7 @@ static void
 loopcall_schedule(cf_state *st, cf_aionode *n)
 {
     cf_loopcall *lc = (cf_loopcall *)n;
-    n->lstate = LS_DONE;
+    node_set_lstate(n, LS_DONE);
     PyObject *fn = lc->fn, *args = lc->args;
     lc->fn = lc->args = NULL;
     PyObject *r = NULL;
@@ -1638,7 +1691,9 @@ typedef struct {
     int worker_started;       /* atomic: a worker took it */
     unsigned char submitted;
     unsigned char retrieved;  /* the exception was delivered or read */
-    unsigned char running;    /* counted in batch->calls_running */
+    unsigned char running;    /* counted in batch->calls_running; atomic
+                                 exchange: uncounted once, by the worker
+                                 or the loop thread */
 } cf_aiocall;
 
 /* Who delivers a finished call to the loop: the worker through the batch
@@ -1660,9 +1715,8 @@ enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
 static void
 aiocall_not_running(cf_aiocall *c)
 {
-    if (c->running) {
-        c->running = 0;
-        c->node.batch->calls_running--;
+    if (cf_exchange(&c->running, 0)) {
+        cf_fetch_add(&c->node.batch->calls_running, -1);
     }
 }
 
@@ -1672,13 +1726,18 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
             PyObject *unused_kw)
 {
     cf_aiocall *c = (cf_aiocall *)self;
-    if (c->callargs == NULL) {
+    PyObject *callargs, *kwnames, *ctx;
+    /* Taken in the call's critical section: repr() on the loop thread
+     * reads callargs there. */
+    CF_BEGIN_CRITICAL(self)
+    callargs = c->callargs;
+    kwnames = c->kwnames;
+    ctx = c->context;
+    c->callargs = c->kwnames = c->context = NULL;
+    CF_END_CRITICAL()
+    if (callargs == NULL) {
         Py_RETURN_NONE;           /* ran already */
     }
-    PyObject *callargs = c->callargs;
-    PyObject *kwnames = c->kwnames;
-    PyObject *ctx = c->context;
-    c->callargs = c->kwnames = c->context = NULL;
     cf_atomic_store_int(&c->worker_started, 1);
     PyObject *r = NULL;
     if (PyContext_Enter(ctx) == 0) {
@@ -1718,6 +1777,37 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     Py_RETURN_NONE;
 }
 
+/* The shared to_thread pool (st->default_pool, guarded by st->lock): a
+ * new reference, or NULL (no exception). */
+static PyObject *
+shared_pool_get(cf_state *st)
+{
+    cf_mutex_lock(&st->lock);
+    PyObject *pool = Py_XNewRef(st->default_pool);
+    cf_mutex_unlock(&st->lock);
+    return pool;
+}
+
+/* Make `pool` (stolen) the shared one unless another thread did first;
+ * returns the shared pool (new ref).  A losing pool is released outside
+ * the lock: its dealloc stops its workers. */
+static PyObject *
+shared_pool_publish(cf_state *st, PyObject *pool)
+{
+    PyObject *loser = NULL;
+    cf_mutex_lock(&st->lock);
+    if (st->default_pool == NULL) {
+        st->default_pool = Py_NewRef(pool);
+    }
+    else {
+        loser = pool;
+        pool = Py_NewRef(st->default_pool);
+    }
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(loser);
+    return pool;
+}
+
 /* The pool that runs to_thread calls: the loop's default executor when it
  * is a cfutures pool (set with install() or set_default_executor), else
  * the shared module-level one.  New ref. */
@@ -1737,8 +1827,9 @@ pick_pool(cf_state *st, PyObject *loop)
         }
         Py_DECREF(ex);
     }
-    if (st->default_pool != NULL) {
-        return Py_NewRef(st->default_pool);
+    PyObject *shared = shared_pool_get(st);
+    if (shared != NULL) {
+        return shared;
     }
     if (st->aio_pool_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -1759,13 +1850,7 @@ pick_pool(cf_state *st, PyObject *loop)
         return NULL;
     }
     /* Making it ran Python code: another thread may have made one too. */
-    if (st->default_pool == NULL) {
-        st->default_pool = Py_NewRef(pool);
-    }
-    else {
-        Py_SETREF(pool, Py_NewRef(st->default_pool));
-    }
-    return pool;
+    return shared_pool_publish(st, pool);
 }
 
 /* Whether the loop thread should poll for the call it is about to
@@ -1775,7 +1860,7 @@ pick_pool(cf_state *st, PyObject *loop)
 static int
 aiocall_spin_worthwhile(cf_batch *b)
 {
-    if (b->calls_running > 0) {
+    if (cf_load_relaxed(&b->calls_running) > 0) {
         return 0;
     }
     if (b->spin_skip > 0) {
@@ -1872,17 +1957,18 @@ aiocall_start(cf_state *st, cf_aiocall *c, int may_spin)
     cf_batch *b = c->node.batch;
     int spin = may_spin && aiocall_spin_worthwhile(b);
     c->submitted = 1;
-    /* Set before submit, which may switch threads (a new worker). */
-    c->handoff = spin ? HANDOFF_SPIN : HANDOFF_NONE;
-    c->running = 1;
-    b->calls_running++;
+    /* Set before submit, which may switch threads (a new worker); the
+     * pool's queue hands them over to the worker. */
+    cf_store_relaxed(&c->handoff, spin ? HANDOFF_SPIN : HANDOFF_NONE);
+    cf_store_relaxed(&c->running, 1);
+    cf_fetch_add(&b->calls_running, 1);
     PyObject *args[2] = {pool, (PyObject *)c};
     PyObject *pf = PyObject_VectorcallMethod(
         st->str_submit, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     Py_DECREF(pool);
     if (pf == NULL) {
         aiocall_not_running(c);
-        c->handoff = HANDOFF_NONE;
+        cf_store_relaxed(&c->handoff, HANDOFF_NONE);
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -1;
         }
@@ -1960,7 +2046,7 @@ aiocall_clear(cf_aiocall *c)
 static int
 aiocall_unstarted(cf_aionode *n)
 {
-    return !((cf_aiocall *)n)->submitted && n->lstate == LS_PENDING;
+    return !((cf_aiocall *)n)->submitted && node_lstate(n) == LS_PENDING;
 }
 
 /* As asyncio.Future: an exception nobody retrieved goes to the loop's
@@ -1982,7 +2068,7 @@ aiocall_finalize(PyObject *self)
         return;
     }
     if (c->exception == NULL || c->retrieved || c->node.loop == NULL
-        || c->node.lstate != LS_DONE) {
+        || node_lstate(&c->node) != LS_DONE) {
         return;
     }
     PyObject *type, *value, *tb;
@@ -2008,9 +2094,15 @@ static PyObject *
 aiocall_repr(cf_aiocall *c)
 {
     static const char *names[] = {"pending", "finished", "cancelled"};
-    PyObject *fn = c->callargs ? PyTuple_GET_ITEM(c->callargs, 0) : Py_None;
-    return PyUnicode_FromFormat("<cfutures.to_thread %s %R>",
-                                names[c->node.lstate], fn);
+    PyObject *fn;
+    CF_BEGIN_CRITICAL(c)
+    fn = c->callargs ? PyTuple_GET_ITEM(c->callargs, 0) : Py_None;
+    Py_INCREF(fn);
+    CF_END_CRITICAL()
+    PyObject *r = PyUnicode_FromFormat("<cfutures.to_thread %s %R>",
+                                       names[node_lstate(&c->node)], fn);
+    Py_DECREF(fn);
+    return r;
 }
 
 static PyObject *
@@ -2078,7 +2170,7 @@ static PyType_Spec aiocall_spec = {
 static int
 node_start(cf_state *st, cf_aionode *n, int may_spin)
 {
-    if (n->lstate != LS_PENDING) {
+    if (node_lstate(n) != LS_PENDING) {
         return 0;
     }
     if (n->kind == NODE_AWAITER) {
@@ -2101,16 +2193,20 @@ node_exception(cf_aionode *n)
 {
     PyObject *exc;
     if (n->kind == NODE_AWAITER) {
-        exc = ((cf_awaiter *)n)->future->exception;
+        PyObject *result;
+        (void)cf_future_outcome(((cf_awaiter *)n)->future, &result, &exc);
+        Py_XDECREF(result);
     }
     else {
-        exc = ((cf_aiocall *)n)->exception;
+        exc = Py_XNewRef(((cf_aiocall *)n)->exception);
         ((cf_aiocall *)n)->retrieved = 1;
     }
     if (exc == NULL || !PyExceptionInstance_Check(exc)) {
-        return Py_NewRef(exc ? exc : Py_None);
+        return exc != NULL ? exc : Py_NewRef(Py_None);
     }
-    return convert_stop_iteration(exc);
+    PyObject *r = convert_stop_iteration(exc);
+    Py_DECREF(exc);
+    return r;
 }
 
 static int
@@ -2202,8 +2298,9 @@ static PyObject *
 aio_shared_pool(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     cf_state *st = cf_get_state(module);
-    if (st->default_pool != NULL) {
-        return Py_NewRef(st->default_pool);
+    PyObject *shared = shared_pool_get(st);
+    if (shared != NULL) {
+        return shared;
     }
     if (nargs >= 1) {
         int create = PyObject_IsTrue(args[0]);
@@ -2224,7 +2321,11 @@ static PyObject *
 aio_forget_shared_pool(PyObject *module, PyObject *unused)
 {
     cf_state *st = cf_get_state(module);
-    Py_CLEAR(st->default_pool);
+    cf_mutex_lock(&st->lock);
+    PyObject *old = st->default_pool;
+    st->default_pool = NULL;
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(old);
     Py_RETURN_NONE;
 }
 

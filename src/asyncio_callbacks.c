@@ -63,6 +63,9 @@ typedef struct {
 
 /* _chain_future's _call_set_state. */
 enum { CHAIN_SOURCE_LOOP, CHAIN_RUNNING_LOOP };
+/* Its closure cells we read (st->chain_cells). */
+enum { CHAIN_CELL_SET_STATE, CHAIN_CELL_DESTINATION, CHAIN_CELL_DEST_LOOP,
+       CHAIN_CELL_SOURCE_LOOP };
 static const cb_shape chain_shapes[] = {
     /* 3.11, 3.12, 3.13.0: hands over now only if dest_loop is source_loop
      * (None for a concurrent source): always call_soon_threadsafe for us. */
@@ -159,124 +162,174 @@ imported(const char *name)
     return mod;
 }
 
-/* Find the callback `nested` defined in `module`.`func`, once that module
- * is imported: *code becomes its code object, or None when the function
- * is missing or its shape is none of `shapes`; *shape which one it is (or
- * -1).  Leaves *code NULL (look again later) while the module is not
- * imported. */
-static int
-find_callback(const char *module, const char *func, const char *nested,
-              const cb_shape *shapes, int nshapes, PyObject **code,
-              int *shape)
+/* Publish a lazily found code object (or None) and the fields that go
+ * with it: under st->lock, first come first served, the code pointer
+ * stored last with release, so a reader that loads it with acquire sees
+ * the fields.  Threads that lose the race drop theirs. */
+static void
+publish_code(cf_state *st, PyObject **slot, PyObject *code, int *shape_slot,
+             int shape, Py_ssize_t *idx_slots, const Py_ssize_t *idx, int nidx)
 {
-    PyObject *mod = imported(module);
-    if (mod == NULL) {
-        /* Not imported: no callback of it exists yet. */
-        return PyErr_Occurred() ? -1 : 0;
+    cf_mutex_lock(&st->lock);
+    if (*slot == NULL) {
+        *shape_slot = shape;
+        for (int k = 0; k < nidx; k++) {
+            idx_slots[k] = idx[k];
+        }
+        cf_store_release(slot, code);
+        code = NULL;
     }
-    PyObject *outer = PyObject_GetAttrString(mod, func);
-    Py_DECREF(mod);
-    if (outer == NULL) {
-        PyErr_Clear();
-    }
-    PyObject *found = outer != NULL ? nested_code(outer, nested) : NULL;
-    *shape = found != NULL ? shape_of(found, shapes, nshapes) : -1;
-    if (*shape >= 0) {
-        *code = Py_NewRef(found);
-    }
-    else if (*shape == -1) {
-        *code = Py_NewRef(Py_None);
-    }
-    Py_XDECREF(outer);
-    if (*shape == -2) {
-        *shape = -1;
-        return -1;
-    }
-    return 0;
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(code);
 }
 
-/* _chain_future's _call_set_state, and where its closure keeps what we
- * read. */
+/* Look up _call_set_state once asyncio.futures is imported: st->chain_code
+ * becomes its code, or None if its shape is not one we know. */
 static int
 find_chain_code(cf_state *st)
 {
-    if (find_callback("asyncio.futures", "_chain_future", "_call_set_state",
-                      chain_shapes, Py_ARRAY_LENGTH(chain_shapes),
-                      &st->chain_code, &st->chain_shape) < 0) {
-        return -1;
+    PyObject *mod = imported("asyncio.futures");
+    if (mod == NULL) {
+        /* Not imported: no callback of it exists yet; look again later. */
+        return PyErr_Occurred() ? -1 : 0;
     }
-    if (st->chain_code == NULL || st->chain_shape < 0) {
+    PyObject *chain = PyObject_GetAttrString(mod, "_chain_future");
+    Py_DECREF(mod);
+    int shape = -1;
+    Py_ssize_t idx[4] = {-1, -1, -1, -1};
+    if (chain == NULL) {
+        PyErr_Clear();
+        publish_code(st, &st->chain_code, Py_NewRef(Py_None),
+                     &st->chain_shape, -1, NULL, NULL, 0);
         return 0;
     }
-    PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)st->chain_code);
-    if (freevars == NULL) {
-        Py_CLEAR(st->chain_code);
-        return -1;
+    PyObject *code = nested_code(chain, "_call_set_state");
+    if (code != NULL) {
+        shape = shape_of(code, chain_shapes, Py_ARRAY_LENGTH(chain_shapes));
+        if (shape == -2) {
+            Py_DECREF(chain);
+            return -1;
+        }
     }
-    st->chain_set_state = freevar_index(freevars, "_set_state");
-    st->chain_destination = freevar_index(freevars, "destination");
-    st->chain_dest_loop = freevar_index(freevars, "dest_loop");
-    st->chain_source_loop = freevar_index(freevars, "source_loop");
-    Py_DECREF(freevars);
+    if (shape >= 0) {
+        PyObject *freevars = PyCode_GetFreevars((PyCodeObject *)code);
+        if (freevars == NULL) {
+            Py_DECREF(chain);
+            return -1;
+        }
+        idx[CHAIN_CELL_SET_STATE] = freevar_index(freevars, "_set_state");
+        idx[CHAIN_CELL_DESTINATION] = freevar_index(freevars, "destination");
+        idx[CHAIN_CELL_DEST_LOOP] = freevar_index(freevars, "dest_loop");
+        idx[CHAIN_CELL_SOURCE_LOOP] = freevar_index(freevars, "source_loop");
+        Py_DECREF(freevars);
+    }
+    /* The code is kept alive by chain's code until this new reference. */
+    PyObject *found = Py_NewRef(shape >= 0 ? code : Py_None);
+    Py_DECREF(chain);
+    publish_code(st, &st->chain_code, found, &st->chain_shape, shape,
+                 st->chain_cells, idx, shape >= 0 ? 4 : 0);
     return 0;
 }
 
-/* asyncio.tasks._wait's _on_completion. */
+/* Look up _on_completion in asyncio.tasks._wait once asyncio.tasks is
+ * imported: st->wait_code becomes it, or None if its shape is not one we
+ * know. */
 static int
 find_wait_code(cf_state *st)
 {
-    return find_callback("asyncio.tasks", "_wait", "_on_completion",
-                         wait_shapes, Py_ARRAY_LENGTH(wait_shapes),
-                         &st->wait_code, &st->wait_shape);
+    PyObject *mod = imported("asyncio.tasks");
+    if (mod == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *wait = PyObject_GetAttrString(mod, "_wait");
+    Py_DECREF(mod);
+    if (wait == NULL) {
+        PyErr_Clear();
+        publish_code(st, &st->wait_code, Py_NewRef(Py_None),
+                     &st->wait_shape, -1, NULL, NULL, 0);
+        return 0;
+    }
+    PyObject *code = nested_code(wait, "_on_completion");
+    int shape = -1;
+    if (code != NULL) {
+        shape = shape_of(code, wait_shapes, Py_ARRAY_LENGTH(wait_shapes));
+        if (shape == -2) {
+            Py_DECREF(wait);
+            return -1;
+        }
+    }
+    PyObject *found = Py_NewRef(shape >= 0 ? code : Py_None);
+    Py_DECREF(wait);
+    publish_code(st, &st->wait_code, found, &st->wait_shape, shape, NULL,
+                 NULL, 0);
+    return 0;
 }
 
-/* The contents of closure cell i of fn, or NULL (borrowed). */
+/* The contents of closure cell i of fn, or NULL (new ref; no exception):
+ * a cell may be reassigned by another thread, so never borrowed. */
 static PyObject *
 cell_contents(PyObject *fn, Py_ssize_t i)
 {
     PyObject *closure = PyFunction_GET_CLOSURE(fn);
-    if (closure == NULL || !PyTuple_Check(closure)
+    if (i < 0 || closure == NULL || !PyTuple_Check(closure)
         || i >= PyTuple_GET_SIZE(closure)) {
         return NULL;
     }
     PyObject *cell = PyTuple_GET_ITEM(closure, i);
-    return PyCell_Check(cell) ? PyCell_GET(cell) : NULL;
+    return PyCell_Check(cell) ? PyCell_Get(cell) : NULL;
 }
 
 /* _call_set_state for future f: a loop call of _set_state(destination, f)
- * on dest_loop, when that loop runs in this thread. */
+ * on dest_loop, when that loop runs in this thread.  Called once
+ * st->chain_code was loaded with acquire: chain_cells are stable. */
 static int
 adopt_call_set_state(cf_state *st, cf_future *f, PyObject *fn,
                      PyObject **replacement)
 {
-    PyObject *set_state = cell_contents(fn, st->chain_set_state);
-    PyObject *destination = cell_contents(fn, st->chain_destination);
-    PyObject *dest_loop = cell_contents(fn, st->chain_dest_loop);
+    int rc = 0;
+    PyObject *source_loop = NULL, *loop = NULL, *args = NULL;
+    PyObject *set_state = cell_contents(
+        fn, st->chain_cells[CHAIN_CELL_SET_STATE]);
+    PyObject *destination = cell_contents(
+        fn, st->chain_cells[CHAIN_CELL_DESTINATION]);
+    PyObject *dest_loop = cell_contents(
+        fn, st->chain_cells[CHAIN_CELL_DEST_LOOP]);
     if (set_state == NULL || destination == NULL || dest_loop == NULL
         || dest_loop == Py_None) {
-        return 0;
+        goto done;
     }
-    if (st->chain_shape == CHAIN_SOURCE_LOOP
-        && cell_contents(fn, st->chain_source_loop) != Py_None) {
-        return 0;
+    if (st->chain_shape == CHAIN_SOURCE_LOOP) {
+        source_loop = cell_contents(
+            fn, st->chain_cells[CHAIN_CELL_SOURCE_LOOP]);
+        if (source_loop != Py_None) {
+            goto done;
+        }
     }
-    PyObject *loop = cf_aio_running_loop(st);
+    loop = cf_aio_running_loop(st);
     if (loop == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;
     }
-    Py_DECREF(loop);
     if (loop != dest_loop) {
-        return 0;
+        goto done;
     }
-    PyObject *args = PyTuple_Pack(2, destination, (PyObject *)f);
+    args = PyTuple_Pack(2, destination, (PyObject *)f);
     if (args == NULL) {
-        return -1;
+        rc = -1;
+        goto done;
     }
     *replacement = cf_aio_loop_call(
         st, dest_loop, set_state, args, fn,
         st->chain_shape == CHAIN_RUNNING_LOOP);
-    Py_DECREF(args);
-    return *replacement == NULL ? -1 : 1;
+    rc = *replacement == NULL ? -1 : 1;
+done:
+    Py_XDECREF(args);
+    Py_XDECREF(loop);
+    Py_XDECREF(source_loop);
+    Py_XDECREF(set_state);
+    Py_XDECREF(destination);
+    Py_XDECREF(dest_loop);
+    return rc;
 }
 
 /* _on_completion for future f: a loop call of _on_completion(f) on the
@@ -326,16 +379,17 @@ cf_adopt_asyncio_callback(cf_future *f, PyObject *fn,
         return -1;
     }
     if (chain) {
-        if (st->chain_code == NULL && find_chain_code(st) < 0) {
+        if (cf_load_acquire(&st->chain_code) == NULL
+            && find_chain_code(st) < 0) {
             return -1;
         }
-        return code == st->chain_code
+        return code == cf_load_acquire(&st->chain_code)
                ? adopt_call_set_state(st, f, fn, replacement) : 0;
     }
-    if (st->wait_code == NULL && find_wait_code(st) < 0) {
+    if (cf_load_acquire(&st->wait_code) == NULL && find_wait_code(st) < 0) {
         return -1;
     }
-    return code == st->wait_code
+    return code == cf_load_acquire(&st->wait_code)
            ? adopt_on_completion(st, f, fn, replacement) : 0;
 }
 
@@ -343,15 +397,19 @@ PyObject *
 cf_asyncio_callback_shapes(PyObject *module, PyObject *unused)
 {
     cf_state *st = cf_get_state(module);
-    if ((st->chain_code == NULL && find_chain_code(st) < 0)
-        || (st->wait_code == NULL && find_wait_code(st) < 0)) {
+    if ((cf_load_acquire(&st->chain_code) == NULL
+         && find_chain_code(st) < 0)
+        || (cf_load_acquire(&st->wait_code) == NULL
+            && find_wait_code(st) < 0)) {
         return NULL;
     }
+    PyObject *chain = cf_load_acquire(&st->chain_code);
+    PyObject *wait = cf_load_acquire(&st->wait_code);
     /* Not imported yet: None, as for an unknown shape. */
     return Py_BuildValue(
         "{s:N,s:N}",
-        "chain", st->chain_code == NULL || st->chain_code == Py_None
+        "chain", chain == NULL || chain == Py_None
                  ? Py_NewRef(Py_None) : PyLong_FromLong(st->chain_shape),
-        "wait", st->wait_code == NULL || st->wait_code == Py_None
+        "wait", wait == NULL || wait == Py_None
                 ? Py_NewRef(Py_None) : PyLong_FromLong(st->wait_shape));
 }

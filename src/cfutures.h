@@ -40,6 +40,13 @@ typedef struct {
     PyObject *logger;                 /* logging.getLogger('concurrent.futures') */
     PyObject *threading_Condition;
 
+    /* Guards the module-wide state another thread may change at any time:
+     * default_pool, the pools registry, and the lazily found
+     * chain_code/wait_code (whose readers load the pointer with acquire,
+     * after which the fields written before it are stable).  Never held
+     * while calling into Python.  README "Concurrency model". */
+    cf_mutex lock;
+
     /* Slots reserved for the executor and asyncio bridge. */
     PyObject *threading_Thread;
     PyObject *asyncio_CancelledError;
@@ -62,10 +69,9 @@ typedef struct {
     PyObject *chain_code;             /* _chain_future's _call_set_state
                                          code, or None if not usable */
     int chain_shape;                  /* which known shape it has, or -1 */
-    Py_ssize_t chain_set_state;       /* its closure cells */
-    Py_ssize_t chain_destination;
-    Py_ssize_t chain_dest_loop;
-    Py_ssize_t chain_source_loop;     /* -1 in shapes without it */
+    Py_ssize_t chain_cells[4];        /* its closure cells: CHAIN_CELL_*
+                                         (source_loop: -1 in shapes
+                                         without it) */
     PyObject *wait_code;              /* asyncio.tasks._wait's _on_completion
                                          code, or None if not usable */
     int wait_shape;                   /* which known shape it has, or -1 */
@@ -114,7 +120,13 @@ cf_state_from_type(PyTypeObject *tp)
 /* ---- event.c: a one-shot event a thread can sleep on ---------------- */
 
 /* The sleeper creates it (set = 0), links it somewhere a completer will
- * find it, and waits; the completer calls cf_event_set with the GIL held. */
+ * find it, and waits; any thread may call cf_event_set, any number of
+ * times.  `is_set` is atomic: the setter that turns it 0 -> 1 (acq_rel)
+ * is the one that releases `lock`; readers load it with acquire.  The
+ * sleeper may free the event only once no setter can still be inside
+ * cf_event_set: it unlinks itself under the guard the setters are called
+ * under (a future's critical section, a waiter's spin lock), and setters
+ * touch nothing after releasing `lock`'s pthread semaphore. */
 typedef struct {
     PyThread_type_lock lock;
     int is_set;
@@ -169,8 +181,10 @@ enum cf_event_kind {
 };
 
 typedef struct cf_waitnode cf_waitnode;
-/* Called with the GIL held, in the middle of the state change: it must not
- * call into Python code (appending to a list or setting an event is fine). */
+/* Called with the GIL held (free-threaded: inside f's critical section),
+ * in the middle of the state change: it must not call into Python code
+ * nor block (which would suspend the critical section): atomics, a
+ * cf_spinlock and cf_event_set only. */
 typedef void (*cf_notify_fn)(cf_waitnode *node, PyObject *future, int kind);
 
 /* A blocked waiter's link into one future; owned by the waiter (usually on
@@ -206,10 +220,42 @@ cf_future_check(cf_state *st, PyObject *op)
     return PyObject_TypeCheck(op, st->future_type);
 }
 
+/* f->state is written under f's critical section with a release store
+ * (cf_future_store_state) and may be read anywhere with an acquire load:
+ * a reader that sees a final state also sees the result, exception and
+ * detached waiters written before it. */
+static inline int
+cf_future_state(cf_future *f)
+{
+    return cf_load_acquire(&f->state);
+}
+
+static inline void
+cf_future_store_state(cf_future *f, int state)
+{
+    cf_store_release(&f->state, (unsigned char)state);
+}
+
 static inline int
 cf_future_is_done(cf_future *f)
 {
-    return f->state >= CF_CANCELLED;
+    return cf_future_state(f) >= CF_CANCELLED;
+}
+
+/* The outcome of a done future as new references (*result and *exc, each
+ * possibly NULL), read under its critical section: the fields may be
+ * replaced by another thread (the writable _result/_exception), so they
+ * are never borrowed.  Returns the state. */
+static inline int
+cf_future_outcome(cf_future *f, PyObject **result, PyObject **exc)
+{
+    int state;
+    CF_BEGIN_CRITICAL(f)
+    state = f->state;
+    *result = Py_XNewRef(f->result);
+    *exc = Py_XNewRef(f->exception);
+    CF_END_CRITICAL()
+    return state;
 }
 
 /* A new pending future of the public class (cfutures.Future). */
@@ -224,8 +270,12 @@ int cf_future_add_done_callback(cf_future *f, PyObject *fn); /* 0, -1 */
  * exception / CancelledError raised. */
 PyObject *cf_future_get_result(cf_future *f);
 
-/* Link/unlink a wait node (GIL held).  Linking a done future is allowed:
- * it is never notified, so check the state after linking. */
+/* Link/unlink a wait node (GIL held; without the GIL, inside f's critical
+ * section: notify functions run inside it, so linking there after a state
+ * check cannot miss a completion, and unlinking there, even a node the
+ * completion already detached, orders after any notify of it).  Linking a
+ * done future is allowed: it is never notified, so check the state in the
+ * same critical section. */
 void cf_future_link(cf_future *f, cf_waitnode *node, cf_notify_fn notify,
                     void *owner);
 void cf_future_unlink(cf_waitnode *node);

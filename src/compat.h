@@ -186,7 +186,12 @@ cf_recursion_remaining(void)
 /* ---- critical sections ---------------------------------------------- */
 
 /* A per-object critical section on a free-threaded build; with the GIL,
- * the GIL already serialises the state changes it brackets. */
+ * the GIL already serialises the state changes it brackets.  Beware: a
+ * critical section is suspended whenever its thread blocks (on another
+ * critical section, a PyMutex, or with the GIL/thread state released), so
+ * code that must stay mutually exclusive to the end uses only
+ * non-blocking steps inside one (atomics, a cf_spinlock, releasing a
+ * PyThread lock). */
 #ifdef Py_GIL_DISABLED
 #  define CF_BEGIN_CRITICAL(op) Py_BEGIN_CRITICAL_SECTION(op);
 #  define CF_END_CRITICAL() Py_END_CRITICAL_SECTION();
@@ -194,5 +199,102 @@ cf_recursion_remaining(void)
 #  define CF_BEGIN_CRITICAL(op) {
 #  define CF_END_CRITICAL() }
 #endif
+
+/* ---- free threading ------------------------------------------------- */
+
+/* The module slot that keeps the GIL off when cfutures is imported into
+ * a free-threaded interpreter (3.13+; every guard is in place, README
+ * "Concurrency model").  Older versions have no such slot. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define CF_MOD_GIL_SLOT {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#else
+#  define CF_MOD_GIL_SLOT
+#endif
+
+/* Atomics, with the memory order in the name.  The GCC/Clang builtins
+ * (what CPython's own pyatomic_gcc.h uses); on a GIL build they cost a
+ * plain load or store, except the read-modify-writes. */
+#define cf_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define cf_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define cf_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define cf_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+/* Returns the old value. */
+#define cf_fetch_add(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+#define cf_exchange(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
+/* 1 if *p was *expected and is now desired, else 0 and *expected = *p. */
+#define cf_cas(p, expected, desired)                                      \
+    __atomic_compare_exchange_n((p), (expected), (desired), 0,            \
+                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+
+/* A lock for state shared across objects (the module's registry, lazy
+ * initialisation): PyMutex on a free-threaded build (3.13+).  With the
+ * GIL it is empty: no section it guards releases the GIL.  Blocking on a
+ * PyMutex suspends the caller's critical sections, so never take one
+ * inside a critical section whose exclusion matters; and never call into
+ * Python (a callback, a Py_DECREF that may run __del__) while holding
+ * it. */
+#ifdef Py_GIL_DISABLED
+typedef PyMutex cf_mutex;
+#  define cf_mutex_lock(m) PyMutex_Lock(m)
+#  define cf_mutex_unlock(m) PyMutex_Unlock(m)
+#else
+typedef struct {
+    char unused;
+} cf_mutex;
+#  define cf_mutex_lock(m) ((void)(m))
+#  define cf_mutex_unlock(m) ((void)(m))
+#endif
+
+/* A spin lock for a few instructions of bookkeeping that run inside a
+ * future's critical section (a waiter's notify function): unlike a
+ * PyMutex it never detaches the thread state, so the critical section it
+ * runs in is never suspended.  Empty with the GIL, which holds for the
+ * same few instructions. */
+typedef struct {
+    int held;
+} cf_spinlock;
+
+#ifdef Py_GIL_DISABLED
+#  include <sched.h>
+#endif
+
+static inline void
+cf_spin_lock(cf_spinlock *l)
+{
+#ifdef Py_GIL_DISABLED
+    while (__atomic_exchange_n(&l->held, 1, __ATOMIC_ACQUIRE)) {
+        while (__atomic_load_n(&l->held, __ATOMIC_RELAXED)) {
+            sched_yield();
+        }
+    }
+#else
+    (void)l;
+#endif
+}
+
+static inline void
+cf_spin_unlock(cf_spinlock *l)
+{
+#ifdef Py_GIL_DISABLED
+    __atomic_store_n(&l->held, 0, __ATOMIC_RELEASE);
+#else
+    (void)l;
+#endif
+}
+
+/* ---- containers ------------------------------------------------------ */
+
+/* list[i] as a new reference, or NULL with IndexError.  Without the GIL a
+ * borrowed item of a list another thread may change can be freed under
+ * the caller; PyList_GetItemRef (3.13+) takes the reference safely. */
+static inline PyObject *
+cf_list_get_ref(PyObject *list, Py_ssize_t i)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyList_GetItemRef(list, i);
+#else
+    return Py_XNewRef(PyList_GetItem(list, i));
+#endif
+}
 
 #endif /* CFUTURES_COMPAT_H */

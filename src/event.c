@@ -134,7 +134,7 @@ void
 cf_event_fini(cf_event *ev)
 {
     if (ev->lock != NULL) {
-        if (!ev->is_set) {
+        if (!cf_load_acquire(&ev->is_set)) {
             PyThread_release_lock(ev->lock);
         }
         PyThread_free_lock(ev->lock);
@@ -145,8 +145,10 @@ cf_event_fini(cf_event *ev)
 void
 cf_event_set(cf_event *ev)
 {
-    if (!ev->is_set) {
-        ev->is_set = 1;
+    /* Setters may race (two futures of one wait() completing in two
+     * threads): only the one that flips the flag releases the lock. */
+    int unset = 0;
+    if (cf_cas(&ev->is_set, &unset, 1)) {
         PyThread_release_lock(ev->lock);
     }
 }
@@ -154,17 +156,19 @@ cf_event_set(cf_event *ev)
 void
 cf_event_clear(cf_event *ev)
 {
-    if (ev->is_set) {
-        /* Released by the setter and not taken since: this cannot block. */
+    if (cf_load_acquire(&ev->is_set)) {
+        /* Released by the setter (or about to be: without the GIL the
+         * flag flips just before the release), and not taken since: this
+         * waits at most for that release. */
         PyThread_acquire_lock(ev->lock, 1);
-        ev->is_set = 0;
+        cf_store_release(&ev->is_set, 0);
     }
 }
 
 int
 cf_event_wait(cf_event *ev, int64_t timeout_ns)
 {
-    if (ev->is_set) {
+    if (cf_load_acquire(&ev->is_set)) {
         return 1;
     }
     int64_t deadline = 0;
@@ -209,12 +213,12 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
             if (Py_MakePendingCalls() < 0) {
                 return -1;
             }
-            if (ev->is_set) {
+            if (cf_load_acquire(&ev->is_set)) {
                 return 1;
             }
             continue;
         }
-        /* Timed out; the GIL was reacquired, so a setter may have run. */
-        return ev->is_set ? 1 : 0;
+        /* Timed out; a setter may have run meanwhile. */
+        return cf_load_acquire(&ev->is_set) ? 1 : 0;
     }
 }

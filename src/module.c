@@ -158,6 +158,9 @@ module_free(void *module)
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
+    /* Correct without the GIL (README "Concurrency model"): importing
+     * cfutures must not turn it back on for the whole process. */
+    CF_MOD_GIL_SLOT
     {0, NULL},
 };
 

@@ -4,10 +4,20 @@
  * every future's Condition, appends one waiter to every future's _waiters
  * list, and on the way out takes every Condition again to remove it: a
  * few microseconds per future per call.  Here a cfutures future gets a
- * cf_waitnode linked into it (two pointer writes, no lock: state changes
- * happen with the GIL held, and nothing between the state check and the
- * link can let another thread run), and the one cf_event of the call is
- * set by the node's notify function when the future reaches a final state.
+ * cf_waitnode linked into it (two pointer writes, in the future's critical
+ * section with the state check, so no completion falls between them), and
+ * the one cf_event of the call is set by the node's notify function when
+ * the future reaches a final state.
+ *
+ * Without the GIL, completions of different futures notify one call from
+ * several threads at once, while the calling thread reads the tally: the
+ * per-call bookkeeping (done[], the counts, as_completed's queue) is
+ * guarded by the call's spin lock (mw->lock), which the notify functions
+ * take inside the completing future's critical section (a PyMutex could
+ * block and so suspend that section).  The calling thread frees the call
+ * only after it has unlinked every node inside that node's future's
+ * critical section, and detached every foreign waiter inside the waiter's
+ * own: after that no notification can still be running.
  *
  * Any other concurrent.futures.Future (the stdlib's, ProcessPoolExecutor's,
  * a subclass) is waited on through its own protocol: under f._condition,
@@ -29,8 +39,9 @@ enum { HOW_RESULT, HOW_EXCEPTION, HOW_CANCELLED };
 /* ---- the bookkeeping of one wait()/as_completed() call ---------------- */
 
 typedef struct multiwait multiwait;
-/* Called with the GIL held when item i reaches a final state, from a
- * notify function or a waiter method: must not call into Python. */
+/* Called when item i reaches a final state, from a notify function or a
+ * waiter method, or by the calling thread: must not call into Python nor
+ * block; takes mw->lock itself. */
 typedef void (*mw_done_fn)(multiwait *mw, Py_ssize_t i, int how);
 
 /* flags[i] */
@@ -38,8 +49,10 @@ enum {
     F_CF = 1,           /* items[i] is a cfutures future: C wait node */
     F_LINKED = 2,       /* nodes[i] was linked (notify unlinks it too) */
     F_WAITER = 4,       /* waiters[i] is in items[i]._waiters */
-    F_DONE = 8,         /* wait(): counts as done */
 };
+
+/* flags[] is the calling thread's alone; whether an item counts as done
+ * (wait()) is in done[], which notifications write, under mw->lock. */
 
 struct multiwait {
     cf_state *st;
@@ -51,14 +64,19 @@ struct multiwait {
     unsigned char *flags;
     cf_waitnode *nodes;      /* made at the first link */
     PyObject **waiters;      /* made at the first foreign future */
+    unsigned char *done;     /* wait(): item i counts as done; mw->lock */
     mw_done_fn on_done;
+    cf_spinlock lock;        /* done[], the counts of waitcall, the queue
+                                of ascompleted: see the top of the file */
     cf_event ev;             /* the one event the caller sleeps on */
 };
 
 /* A waiter object in a foreign future's _waiters.  It holds no
  * references: the call that installed it detaches it (owner = NULL)
  * before it goes, so a late add_result() on a waiter that could not be
- * removed is harmless. */
+ * removed is harmless.  owner and fired are read and written in the
+ * waiter's critical section: once the call has detached it there, no
+ * add_result() is still inside on_done. */
 typedef struct {
     PyObject_HEAD
     multiwait *owner;
@@ -79,6 +97,8 @@ mw_init(multiwait *mw, cf_state *st, mw_done_fn on_done)
     mw->flags = NULL;
     mw->nodes = NULL;
     mw->waiters = NULL;
+    mw->done = NULL;
+    mw->lock.held = 0;
 }
 
 static void
@@ -88,6 +108,7 @@ mw_free(multiwait *mw)
     PyMem_Free(mw->flags);
     PyMem_Free(mw->nodes);
     PyMem_Free(mw->waiters);
+    PyMem_Free(mw->done);
     mw_init(mw, mw->st, mw->on_done);
 }
 
@@ -100,20 +121,31 @@ is_cf_future(cf_state *st, PyObject *op)
            || PyType_IsSubtype(tp, st->future_type);
 }
 
-/* Flags of a new item: F_CF, and F_DONE for a cfutures future that is done
- * already (the snapshot, taken here to touch each future once less). */
+/* Flags of new item i: F_CF, and done[i] for a cfutures future that is
+ * done already (the snapshot, taken here to touch each future once less;
+ * nothing is installed yet, so no lock). */
 static inline unsigned char
-mw_classify(multiwait *mw, PyObject *f)
+mw_classify(multiwait *mw, Py_ssize_t i, PyObject *f)
 {
     if (!is_cf_future(mw->st, f)) {
         mw->nforeign++;
         return 0;
     }
-    if (((cf_future *)f)->state >= CF_CANCELLED_AND_NOTIFIED) {
+    if (cf_future_state((cf_future *)f) >= CF_CANCELLED_AND_NOTIFIED) {
         mw->ndone++;
-        return F_CF | F_DONE;
+        mw->done[i] = 1;
     }
     return F_CF;
+}
+
+/* done[i], read by the calling thread while notifications may run. */
+static int
+mw_is_done(multiwait *mw, Py_ssize_t i)
+{
+    cf_spin_lock(&mw->lock);
+    int d = mw->done[i];
+    cf_spin_unlock(&mw->lock);
+    return d;
 }
 
 /* Take the distinct futures of `fs` (a set we own, not changed while we
@@ -128,7 +160,8 @@ mw_fill(multiwait *mw, PyObject *fs, int own)
     /* Zeroed: the GC may look at items while they are filled. */
     mw->items = PyMem_Calloc(n, sizeof(PyObject *));
     mw->flags = PyMem_Calloc(n, 1);
-    if (mw->items == NULL || mw->flags == NULL) {
+    mw->done = PyMem_Calloc(n, 1);
+    if (mw->items == NULL || mw->flags == NULL || mw->done == NULL) {
         mw_free(mw);
         PyErr_NoMemory();
         return -1;
@@ -139,7 +172,7 @@ mw_fill(multiwait *mw, PyObject *fs, int own)
     int rc = cf_set_walk_start(&walk, fs);
     while (rc == 0 && i < n && (rc = cf_set_walk_next(&walk, &f)) == 1) {
         mw->items[i] = f;
-        mw->flags[i] = mw_classify(mw, f);
+        mw->flags[i] = mw_classify(mw, i, f);
         if (!own) {
             Py_DECREF(f);       /* fs keeps it alive */
         }
@@ -175,6 +208,7 @@ mw_notify(cf_waitnode *node, PyObject *future, int kind)
     mw->on_done(mw, node - mw->nodes, how);
 }
 
+/* In f's critical section. */
 static int
 cf_how_done(cf_future *f)
 {
@@ -292,13 +326,18 @@ waiters_remove(cf_state *st, PyObject *f, PyObject *w)
     int rc = 1;
     if (PyList_CheckExact(list)) {
         /* By identity, which is what list.remove() finds for our waiter,
-         * without calling __eq__ on the other waiters. */
+         * without calling __eq__ on the other waiters.  In the list's
+         * critical section: items are only compared, never borrowed, and
+         * the removal (which frees nothing: we hold w) happens there
+         * too. */
+        CF_BEGIN_CRITICAL(list)
         for (Py_ssize_t k = PyList_GET_SIZE(list) - 1; k >= 0; k--) {
             if (PyList_GET_ITEM(list, k) == w) {
                 rc = PyList_SetSlice(list, k, k + 1, NULL);
                 break;
             }
         }
+        CF_END_CRITICAL()
     }
     if (rc == 1) {
         /* Not a list, or not found: let remove() do it or say why not. */
@@ -393,6 +432,27 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
     return foreign_check(mw, i, 1, how);
 }
 
+/* Unlink node i in its future's critical section: a no-op if the
+ * notification unlinked it already, and either way, once out of the
+ * section, no notify of it is still running. */
+static void
+mw_unlink(multiwait *mw, Py_ssize_t i)
+{
+    CF_BEGIN_CRITICAL(mw->items[i])
+    cf_future_unlink(&mw->nodes[i]);
+    CF_END_CRITICAL()
+}
+
+/* Detach a foreign future's waiter from its call: a later add_result()
+ * does nothing, and none is still running once this returns. */
+static void
+waiter_detach(waiter_object *w)
+{
+    CF_BEGIN_CRITICAL(w)
+    w->owner = NULL;
+    CF_END_CRITICAL()
+}
+
 /* Stop watching item i.  Always detaches; -1 (with an exception) if a
  * foreign future would not let its waiter go. */
 static int
@@ -400,8 +460,7 @@ mw_uninstall(multiwait *mw, Py_ssize_t i)
 {
     unsigned char fl = mw->flags[i];
     if (fl & F_LINKED) {
-        /* A no-op if the notification unlinked it already. */
-        cf_future_unlink(&mw->nodes[i]);
+        mw_unlink(mw, i);
         mw->flags[i] &= ~F_LINKED;
         mw->ninstalled--;
     }
@@ -412,7 +471,7 @@ mw_uninstall(multiwait *mw, Py_ssize_t i)
     waiter_object *w = (waiter_object *)mw->waiters[i];
     mw->waiters[i] = NULL;
     mw->flags[i] &= ~F_WAITER;
-    w->owner = NULL;
+    waiter_detach(w);
     /* with f._condition: f._waiters.remove(waiter), as the stdlib does. */
     cf_state *st = mw->st;
     PyObject *f = mw->items[i];
@@ -432,12 +491,12 @@ mw_detach_all(multiwait *mw)
 {
     for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
         if (mw->flags[i] & F_LINKED) {
-            cf_future_unlink(&mw->nodes[i]);
+            mw_unlink(mw, i);
         }
         if (mw->flags[i] & F_WAITER) {
             waiter_object *w = (waiter_object *)mw->waiters[i];
             mw->waiters[i] = NULL;
-            w->owner = NULL;
+            waiter_detach(w);
             Py_DECREF(w);
         }
         if (mw->flags[i] & (F_LINKED | F_WAITER)) {
@@ -480,10 +539,14 @@ mw_uninstall_all(multiwait *mw)
 static PyObject *
 waiter_fire(waiter_object *self, int how)
 {
+    /* on_done neither blocks nor calls Python: the section is never
+     * suspended, so waiter_detach() waits for it. */
+    CF_BEGIN_CRITICAL(self)
     if (self->owner != NULL && !self->fired) {
         self->fired = 1;
         self->owner->on_done(self->owner, self->index, how);
     }
+    CF_END_CRITICAL()
     Py_RETURN_NONE;
 }
 
@@ -544,13 +607,15 @@ enum { MODE_FIRST_COMPLETED, MODE_FIRST_EXCEPTION, MODE_ALL_COMPLETED,
 typedef struct {
     multiwait mw;            /* first: on_done casts back */
     int mode;
+    /* mw.lock guards these three once anything is installed. */
     int armed;               /* all installed: notifications decide */
-    Py_ssize_t ndone;        /* items flagged F_DONE */
+    Py_ssize_t ndone;        /* items with done[i] */
     Py_ssize_t nraised;      /* of them, told by add_exception */
 } waitcall;
 
 /* Is the condition of the call met?  Only asked once it is armed: the
- * early returns before that follow the stdlib's snapshot rules. */
+ * early returns before that follow the stdlib's snapshot rules.  Under
+ * mw.lock. */
 static void
 wait_check(waitcall *wc)
 {
@@ -575,17 +640,18 @@ static void
 wait_on_done(multiwait *mw, Py_ssize_t i, int how)
 {
     waitcall *wc = (waitcall *)mw;
-    if (mw->flags[i] & F_DONE) {
-        return;
+    cf_spin_lock(&mw->lock);
+    if (!mw->done[i]) {
+        mw->done[i] = 1;
+        wc->ndone++;
+        if (how == HOW_EXCEPTION) {
+            wc->nraised++;
+        }
+        if (wc->armed) {
+            wait_check(wc);
+        }
     }
-    mw->flags[i] |= F_DONE;
-    wc->ndone++;
-    if (how == HOW_EXCEPTION) {
-        wc->nraised++;
-    }
-    if (wc->armed) {
-        wait_check(wc);
-    }
+    cf_spin_unlock(&mw->lock);
 }
 
 /* The stdlib's early FIRST_EXCEPTION test on a done future:
@@ -594,9 +660,12 @@ static int
 raised(cf_state *st, PyObject *f)
 {
     if (is_cf_future(st, f)) {
-        cf_future *cf = (cf_future *)f;
-        return cf->state == CF_FINISHED && cf->exception != NULL
-               && cf->exception != Py_None;
+        PyObject *result, *exc;
+        int state = cf_future_outcome((cf_future *)f, &result, &exc);
+        int r = state == CF_FINISHED && exc != NULL && exc != Py_None;
+        Py_XDECREF(result);
+        Py_XDECREF(exc);
+        return r;
     }
     PyObject *r = PyObject_CallMethodNoArgs(f, st->str_cancelled);
     if (r == NULL) {
@@ -617,7 +686,8 @@ raised(cf_state *st, PyObject *f)
 }
 
 /* DoneAndNotDoneFutures(done, not_done); `fs` (our private copy of the
- * argument) becomes not_done. */
+ * argument) becomes not_done.  Everything is uninstalled: done[] is
+ * ours. */
 static PyObject *
 wait_result(cf_state *st, PyObject *fs, waitcall *wc)
 {
@@ -626,7 +696,7 @@ wait_result(cf_state *st, PyObject *fs, waitcall *wc)
         return NULL;
     }
     for (Py_ssize_t i = 0; i < wc->mw.n; i++) {
-        if (wc->mw.flags[i] & F_DONE) {
+        if (wc->mw.done[i]) {
             PyObject *f = wc->mw.items[i];
             /* items are borrowed from fs: add before discarding. */
             if (PySet_Add(done, f) < 0 || PySet_Discard(fs, f) < 0) {
@@ -751,20 +821,23 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             wait_uninstall(&wc);
             goto exit;
         }
-        if (d && !(wc.mw.flags[i] & F_DONE)) {
+        if (d) {
             /* Done when we looked: part of the snapshot. */
-            wc.mw.flags[i] |= F_DONE;
-            wc.ndone++;
+            wait_on_done(&wc.mw, i, HOW_RESULT);
         }
     }
 
-    /* The stdlib's early returns, on what is done so far. */
-    int early = wc.ndone == n
-                || (wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
-    if (!early && wc.mode == MODE_FIRST_EXCEPTION && wc.ndone > 0) {
-        early = wc.nraised > 0;
+    /* The stdlib's early returns, on what is done so far (waiters that
+     * fire meanwhile only add to it). */
+    cf_spin_lock(&wc.mw.lock);
+    Py_ssize_t ndone = wc.ndone, nraised = wc.nraised;
+    cf_spin_unlock(&wc.mw.lock);
+    int early = ndone == n
+                || (wc.mode == MODE_FIRST_COMPLETED && ndone > 0);
+    if (!early && wc.mode == MODE_FIRST_EXCEPTION && ndone > 0) {
+        early = nraised > 0;
         for (Py_ssize_t i = 0; !early && i < n; i++) {
-            if (wc.mw.flags[i] & F_DONE) {
+            if (mw_is_done(&wc.mw, i)) {
                 early = raised(st, wc.mw.items[i]);
                 if (early < 0) {
                     wait_uninstall(&wc);
@@ -789,7 +862,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
 
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (wc.mw.flags[i] & (F_DONE | F_WAITER)) {
+        if ((wc.mw.flags[i] & F_WAITER) || mw_is_done(&wc.mw, i)) {
             continue;
         }
         int how;
@@ -811,8 +884,10 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto exit;
     }
     have_event = 1;
+    cf_spin_lock(&wc.mw.lock);
     wc.armed = 1;
     wait_check(&wc);
+    cf_spin_unlock(&wc.mw.lock);
     int64_t ns;
     if (cf_parse_timeout(timeout, &ns) < 0
         || cf_event_wait(&wc.mw.ev, ns) < 0) {
@@ -850,10 +925,13 @@ typedef struct {
     PyObject *fs;            /* the argument, until the first next() */
     PyObject *timeout;
     Py_ssize_t *queue;       /* indices of done items, in finishing order */
-    Py_ssize_t q_head, q_tail, batch_end;
+    Py_ssize_t q_tail;       /* written by notifications: mw.lock */
+    Py_ssize_t q_head, batch_end;
     Py_ssize_t total, yielded;
     double deadline;         /* monotonic seconds; NaN: no deadline */
-    char started, running, closed, have_event;
+    char started, closed, have_event;
+    char running;            /* in next()/close(): atomic exchange, so two
+                                threads never run one iterator at once */
 } ascompleted;
 
 #define AC_FROM_MW(mwp) \
@@ -863,10 +941,25 @@ static void
 ac_on_done(multiwait *mw, Py_ssize_t i, int how)
 {
     ascompleted *it = AC_FROM_MW(mw);
+    cf_spin_lock(&mw->lock);
     if (it->q_tail < mw->n) {
         it->queue[it->q_tail++] = i;
+        /* Inside the lock: a next() that cleared the event and then reads
+         * q_tail either sees this item or is woken again. */
         cf_event_set(&mw->ev);
     }
+    cf_spin_unlock(&mw->lock);
+}
+
+/* The next batch: what finished until now.  Clear the event first, so a
+ * later completion sets it again. */
+static void
+ac_take_batch(ascompleted *it)
+{
+    cf_event_clear(&it->mw.ev);
+    cf_spin_lock(&it->mw.lock);
+    it->batch_end = it->q_tail;
+    cf_spin_unlock(&it->mw.lock);
 }
 
 static double
@@ -954,8 +1047,7 @@ ac_start(ascompleted *it)
         }
     }
     /* The first batch: what was done when we looked. */
-    cf_event_clear(&it->mw.ev);
-    it->batch_end = it->q_tail;
+    ac_take_batch(it);
     return 0;
 }
 
@@ -979,14 +1071,14 @@ ac_close_impl(ascompleted *it)
 static PyObject *
 ac_next(ascompleted *it)
 {
-    if (it->running) {
+    if (cf_exchange(&it->running, 1)) {
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
     if (it->closed) {
+        cf_store_release(&it->running, 0);
         return NULL;
     }
-    it->running = 1;
     Py_INCREF(it);
     PyObject *f = NULL;
     if (!it->started && ac_start(it) < 0) {
@@ -1040,8 +1132,7 @@ ac_next(ascompleted *it)
         if (cf_event_wait(&it->mw.ev, ns) < 0) {
             goto fail;
         }
-        cf_event_clear(&it->mw.ev);
-        it->batch_end = it->q_tail;
+        ac_take_batch(it);
     }
 
 fail:
@@ -1055,7 +1146,7 @@ fail:
         PyErr_Restore(type, value, tb);
     }
 done:
-    it->running = 0;
+    cf_store_release(&it->running, 0);
     Py_DECREF(it);
     return f;
 }
@@ -1063,13 +1154,12 @@ done:
 static PyObject *
 ac_close(ascompleted *it, PyObject *unused)
 {
-    if (it->running) {
+    if (cf_exchange(&it->running, 1)) {
         PyErr_SetString(PyExc_ValueError, "generator already executing");
         return NULL;
     }
-    it->running = 1;
     int rc = ac_close_impl(it);
-    it->running = 0;
+    cf_store_release(&it->running, 0);
     if (rc < 0) {
         return NULL;
     }
@@ -1079,16 +1169,15 @@ ac_close(ascompleted *it, PyObject *unused)
 static void
 ac_finalize(ascompleted *it)
 {
-    if (it->closed || it->running) {
+    if (it->closed || cf_exchange(&it->running, 1)) {
         return;
     }
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    it->running = 1;
     if (ac_close_impl(it) < 0) {
         PyErr_WriteUnraisable((PyObject *)it);
     }
-    it->running = 0;
+    cf_store_release(&it->running, 0);
     PyErr_Restore(type, value, tb);
 }
 

@@ -2,6 +2,7 @@
 and on cfutures."""
 import asyncio
 import concurrent.futures
+import os
 
 import pytest
 
@@ -9,6 +10,29 @@ import cfutures
 
 IMPLS = [concurrent.futures, cfutures]
 IMPL_IDS = ["stdlib", "cfutures"]
+
+
+# The race tests' rounds (and their timeouts) are multiplied by this: the
+# free-threaded gate runs them longer, since they are what finds the races
+# of a build without the GIL.
+RACE_FACTOR = max(1, int(os.environ.get("CFUTURES_RACE_ROUNDS", "1")))
+
+
+@pytest.fixture
+def race_rounds():
+    """race_rounds(n): n rounds, times CFUTURES_RACE_ROUNDS."""
+    return lambda n: n * RACE_FACTOR
+
+
+def pytest_collection_modifyitems(items):
+    if RACE_FACTOR == 1:
+        return
+    for item in items:
+        if "race" in item.name:
+            mark = item.get_closest_marker("timeout")
+            base = mark.args[0] if mark is not None and mark.args else 120
+            item.add_marker(pytest.mark.timeout(base * RACE_FACTOR),
+                            append=False)
 
 
 @pytest.fixture(params=IMPLS, ids=IMPL_IDS)

@@ -319,11 +319,11 @@ def test_wait_task_outlives_closed_loop(loop_factory, mod, no_errors):
                                          asyncio.FIRST_COMPLETED,
                                          asyncio.FIRST_EXCEPTION])
 def test_wait_races_completers_and_timeout(loop_factory, mod, return_when,
-                                           no_errors):
+                                           no_errors, race_rounds):
     # Many threads complete futures while the wait's timeout expires: the
     # wait returns consistent sets, a second wait gets every future (no
     # lost wakeup), and no callback is left behind or run twice.
-    rounds, nfut, nthreads = 30, 12, 3
+    rounds, nfut, nthreads = race_rounds(30), 12, 3
     rng = random.Random(5)
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
@@ -688,14 +688,14 @@ def test_ext_remove_done_callback_removes_wait_binding(run):
 
 
 @pytest.mark.timeout(60)
-def test_ext_remove_done_callback_races_completion():
+def test_ext_remove_done_callback_races_completion(race_rounds):
     # remove_done_callback in one thread, set_result in another: every
     # callback is removed or run, exactly once.  Comparisons run Python
     # code (Named.__eq__), so threads switch in the middle of a removal.
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        for rnd in range(300):
+        for rnd in range(race_rounds(300)):
             log = []
             f = cfutures.Future()
             cbs = [Named(f"n{i % 5}", log) for i in range(12)]

@@ -332,8 +332,8 @@ def test_many_threads_submit_at_once(mod):
 
 
 @pytest.mark.timeout(90)
-def test_shutdown_races_submit(mod):
-    for round_ in range(15):
+def test_shutdown_races_submit(mod, race_rounds):
+    for round_ in range(race_rounds(15)):
         e = mod.ThreadPoolExecutor(3)
         accepted = [[] for _ in range(4)]
         refused = []

@@ -457,10 +457,10 @@ def test_many_waiters_all_wake(mod):
 
 
 @pytest.mark.timeout(60)
-def test_race_complete_cancel_callbacks_waiters(mod):
+def test_race_complete_cancel_callbacks_waiters(mod, race_rounds):
     """Completion races cancellation, callbacks and waiters: exactly one
     outcome wins, every callback runs once, every waiter wakes."""
-    for _ in range(200):
+    for _ in range(race_rounds(200)):
         f = mod.Future()
         calls = []
         outcomes = []
@@ -506,8 +506,8 @@ def test_race_complete_cancel_callbacks_waiters(mod):
 
 
 @pytest.mark.timeout(60)
-def test_race_many_completers(mod):
-    for _ in range(100):
+def test_race_many_completers(mod, race_rounds):
+    for _ in range(race_rounds(100)):
         f = mod.Future()
         wins = []
         go = threading.Barrier(8)

@@ -793,18 +793,19 @@ def _race_round(wmod, fmods, n, nthreads, how):
 @pytest.mark.parametrize("how", ["as_completed", "first", "ALL_COMPLETED",
                                  "FIRST_EXCEPTION"])
 @pytest.mark.parametrize("futs", ["cf", "std", "mixed"])
-def test_race_completions_vs_installing(wmod, how, futs, busy_gil):
+def test_race_completions_vs_installing(wmod, how, futs, busy_gil,
+                                       race_rounds):
     fmods = {"cf": [cfutures], "std": [std], "mixed": [cfutures, std]}[futs]
     n = 200 if wmod is std or futs != "cf" else 1000
-    for _ in range(10):
+    for _ in range(race_rounds(10)):
         _race_round(wmod, fmods, n, 6, how)
 
 
 @pytest.mark.timeout(120)
-def test_race_many_waiters_on_shared_futures(wmod, busy_gil):
+def test_race_many_waiters_on_shared_futures(wmod, busy_gil, race_rounds):
     """Several threads wait on the same futures, each with its own call,
     while others complete them."""
-    for _ in range(5):
+    for _ in range(race_rounds(5)):
         fs = mixed(200)
         errors = []
 
@@ -836,10 +837,10 @@ def test_race_many_waiters_on_shared_futures(wmod, busy_gil):
 
 
 @pytest.mark.timeout(120)
-def test_race_stdlib_functions_on_fresh_cfutures(busy_gil):
+def test_race_stdlib_functions_on_fresh_cfutures(busy_gil, race_rounds):
     """The stdlib's wait/as_completed create _condition and _waiters on
     futures that other threads are completing at that very moment."""
-    for rnd in range(30):
+    for rnd in range(race_rounds(30)):
         fs = [cfutures.Future() for _ in range(300)]
         start = threading.Barrier(9)
 
@@ -863,10 +864,10 @@ def test_race_stdlib_functions_on_fresh_cfutures(busy_gil):
 
 
 @pytest.mark.timeout(120)
-def test_race_close_while_completing(wmod, busy_gil):
+def test_race_close_while_completing(wmod, busy_gil, race_rounds):
     """Dropping an as_completed iterator while other threads complete its
     futures: no completion reaches a closed iterator."""
-    for _ in range(30):
+    for _ in range(race_rounds(30)):
         fs = mixed(100)
         start = threading.Barrier(5)
 
@@ -892,10 +893,10 @@ def test_race_close_while_completing(wmod, busy_gil):
 
 
 @pytest.mark.timeout(120)
-def test_race_timeouts_while_completing(wmod, busy_gil):
+def test_race_timeouts_while_completing(wmod, busy_gil, race_rounds):
     """Short timeouts expiring while completions arrive: every future is
     either reported done or not, never both, never lost."""
-    for _ in range(20):
+    for _ in range(race_rounds(20)):
         fs = mixed(100)
 
         def completer():
