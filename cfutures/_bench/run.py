@@ -66,7 +66,12 @@ UNITS = {"time": "us/op", "bytes": "bytes/object",
 # sample per peer, no warm-up.
 DETERMINISTIC_KINDS = ("instructions",)
 PEER_LABELS = {"stdlib": "concurrent.futures",
-               "queue": "floor (SimpleQueue put + get + call)"}
+               "queue": "floor (SimpleQueue put + get + call)",
+               "cfutures-1-worker": "cfutures, 1 worker"}
+# Peers whose module is not their name: "cfutures-1-worker" is cfutures
+# run another way (the workload looks at impl.name).
+PEER_MODULES = {"stdlib": "concurrent.futures",
+                "cfutures-1-worker": "cfutures"}
 
 
 def peer_label(name):
@@ -76,7 +81,7 @@ def peer_label(name):
 def resolve_impl(name):
     """The Impl of a peer: its module, or None when it cannot be imported
     (the workload's run() then fails and the failure is reported)."""
-    modname = {"stdlib": "concurrent.futures"}.get(name, name)
+    modname = PEER_MODULES.get(name, name)
     try:
         mod = importlib.import_module(modname)
     except ImportError:
