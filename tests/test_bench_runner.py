@@ -314,3 +314,82 @@ def test_instruction_workload_declares_valgrind(monkeypatch):
     monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
     assert w.unavailable() == "valgrind"
     assert w.baseline == "queue" and w.kind == "instructions"
+
+
+def test_one_line_rows_skip_without_process_wide_install(monkeypatch):
+    import cfutures
+    from cfutures._bench.workloads import libraries
+    monkeypatch.delattr(cfutures, "uninstall", raising=False)
+    ws = [w for w in all_workloads() if w.name.startswith("one line:")]
+    assert len(ws) == 5
+    results = run.run_benchmarks(ws, repeats=1)
+    assert results["workloads"] == []
+    assert {s["unavailable"] for s in results["skipped"]
+            if s.get("unavailable")} <= {libraries._no_install()}
+    assert libraries._no_install() is not None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("peer, expected", [
+    ("cfutures", ["install", "uninstall"]),
+    ("asyncio", ["uninstall", "uninstall"]),
+])
+def test_one_line_rows_run_unmodified_code_installed_or_not(
+        monkeypatch, peer, expected):
+    # Each sample sets the process-wide state itself and leaves it
+    # uninstalled, whatever ran before it.
+    import cfutures
+    from cfutures._bench.workloads import Impl, libraries
+    calls = []
+    monkeypatch.setattr(cfutures, "install",
+                        lambda loop=None: calls.append("install"),
+                        raising=False)
+    monkeypatch.setattr(cfutures, "uninstall",
+                        lambda: calls.append("uninstall"), raising=False)
+    assert libraries._no_install() is None
+    for fn in (libraries._gathered_to_thread, libraries._serial_to_thread,
+               libraries._serial_run_in_executor):
+        del calls[:]
+        assert fn(Impl(peer, cfutures), 5) > 0
+        assert calls == expected
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lib", ["aiofiles", "asgiref"])
+def test_library_rows_run(monkeypatch, lib):
+    pytest.importorskip(lib)
+    import cfutures
+    from cfutures._bench.workloads import Impl, libraries
+    monkeypatch.setattr(cfutures, "install", lambda loop=None: None,
+                        raising=False)
+    monkeypatch.setattr(cfutures, "uninstall", lambda: None, raising=False)
+    fn = {"aiofiles": libraries._aiofiles_read,
+          "asgiref": libraries._asgiref_sync_to_async}[lib]
+    before = None
+    if lib == "asgiref":
+        import asgiref.sync
+        before = asgiref.sync.ThreadPoolExecutor
+    assert fn(Impl("cfutures", cfutures), 5) > 0
+    if lib == "asgiref":
+        # The import-time name the workload pointed elsewhere is restored.
+        assert asgiref.sync.ThreadPoolExecutor is before
+
+
+@pytest.mark.parametrize("name", ["_cpu_tasks", "_two_submitters"])
+@pytest.mark.parametrize("peer", ["stdlib", "cfutures", "cfutures-1-worker"])
+def test_free_threaded_rows_run(name, peer):
+    import concurrent.futures
+
+    import cfutures
+    from cfutures._bench.workloads import Impl, free_threaded
+    mod = concurrent.futures if peer == "stdlib" else cfutures
+    assert getattr(free_threaded, name)(Impl(peer, mod), 4) > 0
+
+
+def test_free_threaded_goals_only_without_the_gil():
+    from cfutures._bench.workloads import free_threaded
+    ws = free_threaded.WORKLOADS
+    assert all((w.goal_ratio is not None) == free_threaded.gil_off()
+               for w in ws)
+    assert ws[0].baseline == "cfutures-1-worker"
+    assert run.resolve_impl("cfutures-1-worker").mod is not None
