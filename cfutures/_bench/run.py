@@ -62,8 +62,8 @@ HANG_REPORT_SECONDS = 120
 
 UNITS = {"time": "us/op", "bytes": "bytes/object",
          "instructions": "instructions/op"}
-# Kinds whose value is the same on every run (a count, not a time): one
-# sample per peer, no warm-up.
+# Kinds whose value barely moves between runs (a count, not a time, within
+# a few percent): one sample per peer, no warm-up.
 DETERMINISTIC_KINDS = ("instructions",)
 PEER_LABELS = {"stdlib": "concurrent.futures",
                "queue": "floor (SimpleQueue put + get + call)",

@@ -6,7 +6,11 @@ costs does not.  Each sample runs a child interpreter under
 and returns the difference over n: interpreter start-up, imports and the
 pool's threads are in both runs and cancel.  The instructions of every
 thread are counted (callgrind runs them one at a time), so a worker's
-share is in the count, as is the garbage collector's.
+share is in the count, as is the garbage collector's.  Where valgrind
+switches threads decides how often the worker finds the queue empty, so
+the count moves by a few percent between runs (2,900 to 2,960 for
+cfutures here), far less than a time does on a shared machine: the
+runner takes one sample.
 
 The peers: "stdlib" and "cfutures" submit n no-op tasks to a one-worker
 pool and wait() for them; "queue" is the floor: a ``queue.SimpleQueue``
@@ -78,7 +82,9 @@ def _start(peer, n, root, out):
                        "PYTHONPATH", "").split(os.pathsep) if p]))
     return subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-         sys.executable, "-c", CHILD, peer, str(n)],
+         # -S: no site import, a third of start-up under valgrind;
+         # PYTHONPATH names where cfutures is.
+         sys.executable, "-S", "-c", CHILD, peer, str(n)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
