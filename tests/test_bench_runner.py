@@ -303,7 +303,7 @@ def test_instruction_workload_child_runs_without_valgrind(peer):
     from cfutures._bench.workloads import instructions
     root = instructions._package_root(None)
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", instructions.CHILD, peer, "20"],
+        [sys.executable, "-c", instructions.CHILD, peer, "20"],
         capture_output=True, text=True, timeout=60, env={"PYTHONPATH": root})
     assert proc.returncode == 0, proc.stderr
 
