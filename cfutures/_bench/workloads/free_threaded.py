@@ -104,8 +104,8 @@ def _goal(ratio, text):
 
 WORKLOADS = [
     Workload(
-        name="free-threaded: CPU-bound Python tasks of a few ms, 2 workers vs 1 "
-             "(throughput)",
+        name="free-threaded: CPU-bound Python tasks of a few ms, 2 workers "
+             "vs 1 (throughput)",
         run=_cpu_tasks, n=200, quick_n=40,
         peers=(ONE_WORKER, "cfutures"), baseline=ONE_WORKER,
         tags=("free-threaded",), **_goal(1 / 1.9, ">= 1.9x"),
