@@ -251,3 +251,145 @@ def test_cli_help_says_json_writes_md_and_png(capsys):
         run.main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert ".md" in out and ".png" in out
+
+
+def test_unavailable_workload_is_skipped_and_named():
+    calls = []
+    ws = [Workload("t: needs valgrind", lambda impl, n: calls.append(1),
+                   10, unavailable=lambda: "valgrind"),
+          Workload("t: runs", lambda impl, n: 0.001, 10,
+                   unavailable=lambda: None)]
+    results = run.run_benchmarks(ws, repeats=1)
+    assert calls == []
+    assert [w["name"] for w in results["workloads"]] == ["t: runs"]
+    assert results["skipped"] == [{"name": "t: needs valgrind",
+                                   "missing": [], "unavailable": "valgrind"}]
+    text = run.text_table(results)
+    assert "not available here: valgrind (1 workload skipped)" in text
+    assert "pip install" not in text
+
+
+def test_instruction_count_runs_once_per_peer_against_its_floor(tmp_path):
+    counts = {"stdlib": 50_000.0, "cfutures": 3_000.0, "queue": 1_300.0}
+    calls = []
+
+    def run_fn(impl, n):
+        calls.append((impl.name, n))
+        return counts[impl.name]
+
+    w = Workload("t: instructions", run_fn, 100, kind="instructions",
+                 goal="<= 2x the floor", goal_ratio=2.0,
+                 peers=("stdlib", "cfutures", "queue"), baseline="queue")
+    results = run.run_benchmarks([w], repeats=5)
+    # A count is the same every time: no warm-up, one sample per peer.
+    assert sorted(calls) == [("cfutures", 100), ("queue", 100),
+                             ("stdlib", 100)]
+    [res] = results["workloads"]
+    assert res["repeats"] == 1 and res["baseline"] == "queue"
+    assert res["unit"] == "instructions/op"
+    assert res["peers"]["cfutures"]["median"] == 3_000.0
+    assert res["ratios"]["queue"] == pytest.approx(3_000 / 1_300)
+    assert res["goal_met"] is False
+    text = run.text_table(results)
+    assert "3,000 instr" in text and "floor" in text
+    run.save(results, str(tmp_path / "r.json"), chart=False)
+
+
+@pytest.mark.parametrize("peer", ["queue", "stdlib", "cfutures"])
+def test_instruction_workload_child_runs_without_valgrind(peer):
+    # The child callgrind runs, run plainly: it does its n tasks and exits.
+    import subprocess
+
+    from cfutures._bench.workloads import instructions
+    root = instructions._package_root(None)
+    proc = subprocess.run(
+        [sys.executable, "-c", instructions.CHILD, peer, "20"],
+        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_instruction_workload_declares_valgrind(monkeypatch):
+    from cfutures._bench.workloads import instructions
+    [w] = instructions.WORKLOADS
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
+    assert w.unavailable() == "valgrind"
+    assert w.baseline == "queue" and w.kind == "instructions"
+
+
+def test_one_line_rows_skip_without_process_wide_install(monkeypatch):
+    import cfutures
+    from cfutures._bench.workloads import libraries
+    monkeypatch.delattr(cfutures, "uninstall", raising=False)
+    ws = [w for w in all_workloads() if w.name.startswith("one line:")]
+    assert len(ws) == 5
+    results = run.run_benchmarks(ws, repeats=1)
+    assert results["workloads"] == []
+    assert {s["unavailable"] for s in results["skipped"]
+            if s.get("unavailable")} <= {libraries._no_install()}
+    assert libraries._no_install() is not None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("peer, expected", [
+    ("cfutures", ["install", "uninstall"]),
+    ("asyncio", ["uninstall", "uninstall"]),
+])
+def test_one_line_rows_run_unmodified_code_installed_or_not(
+        monkeypatch, peer, expected):
+    # Each sample sets the process-wide state itself and leaves it
+    # uninstalled, whatever ran before it.
+    import cfutures
+    from cfutures._bench.workloads import Impl, libraries
+    calls = []
+    monkeypatch.setattr(cfutures, "install",
+                        lambda loop=None: calls.append("install"),
+                        raising=False)
+    monkeypatch.setattr(cfutures, "uninstall",
+                        lambda: calls.append("uninstall"), raising=False)
+    assert libraries._no_install() is None
+    for fn in (libraries._gathered_to_thread, libraries._serial_to_thread,
+               libraries._serial_run_in_executor):
+        del calls[:]
+        assert fn(Impl(peer, cfutures), 5) > 0
+        assert calls == expected
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lib", ["aiofiles", "asgiref"])
+def test_library_rows_run(monkeypatch, lib):
+    pytest.importorskip(lib)
+    import cfutures
+    from cfutures._bench.workloads import Impl, libraries
+    monkeypatch.setattr(cfutures, "install", lambda loop=None: None,
+                        raising=False)
+    monkeypatch.setattr(cfutures, "uninstall", lambda: None, raising=False)
+    fn = {"aiofiles": libraries._aiofiles_read,
+          "asgiref": libraries._asgiref_sync_to_async}[lib]
+    before = None
+    if lib == "asgiref":
+        import asgiref.sync
+        before = asgiref.sync.ThreadPoolExecutor
+    assert fn(Impl("cfutures", cfutures), 5) > 0
+    if lib == "asgiref":
+        # The import-time name the workload pointed elsewhere is restored.
+        assert asgiref.sync.ThreadPoolExecutor is before
+
+
+@pytest.mark.parametrize("name", ["_cpu_tasks", "_two_submitters"])
+@pytest.mark.parametrize("peer", ["stdlib", "cfutures", "cfutures-1-worker"])
+def test_free_threaded_rows_run(name, peer):
+    import concurrent.futures
+
+    import cfutures
+    from cfutures._bench.workloads import Impl, free_threaded
+    mod = concurrent.futures if peer == "stdlib" else cfutures
+    assert getattr(free_threaded, name)(Impl(peer, mod), 4) > 0
+
+
+def test_free_threaded_goals_only_without_the_gil():
+    from cfutures._bench.workloads import free_threaded
+    ws = free_threaded.WORKLOADS
+    assert all((w.goal_ratio is not None) == free_threaded.gil_off()
+               for w in ws)
+    assert ws[0].baseline == "cfutures-1-worker"
+    assert run.resolve_impl("cfutures-1-worker").mod is not None

@@ -174,6 +174,27 @@ def test_wait_does_not_change_its_argument(mod):
     assert fs == copy and not_done is not fs and done | not_done == fs
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("block", [False, True], ids=["done", "blocking"])
+def test_wait_all_done_gives_new_sets(wmod, block):
+    # Every future done: done is a new set of them all (not the argument,
+    # which stays as it was), not_done a new empty one.
+    fs = set(mixed(6))
+    copy = set(fs)
+    if block:
+        later(0.02, lambda: [f.set_result(1) for f in fs])
+    else:
+        for f in fs:
+            f.set_result(1)
+    done, not_done = wmod.wait(fs, timeout=10)
+    assert type(done) is set and type(not_done) is set
+    assert done == fs and done is not fs and not_done == set()
+    done.clear()
+    not_done.add(1)
+    assert fs == copy
+    assert wmod.wait(fs).done == fs
+
+
 # ---- wait() --------------------------------------------------------------
 
 @pytest.mark.parametrize("when", ["FIRST_COMPLETED", "FIRST_EXCEPTION",

@@ -60,8 +60,18 @@ QUICK_SAMPLE_SECONDS = 0.08
 # stderr (it does not stop the run): a hang shows where it hangs.
 HANG_REPORT_SECONDS = 120
 
-UNITS = {"time": "us/op", "bytes": "bytes/object"}
-PEER_LABELS = {"stdlib": "concurrent.futures"}
+UNITS = {"time": "us/op", "bytes": "bytes/object",
+         "instructions": "instructions/op"}
+# Kinds whose value barely moves between runs (a count, not a time, within
+# a few percent): one sample per peer, no warm-up.
+DETERMINISTIC_KINDS = ("instructions",)
+PEER_LABELS = {"stdlib": "concurrent.futures",
+               "queue": "floor (SimpleQueue put + get + call)",
+               "cfutures-1-worker": "cfutures, 1 worker"}
+# Peers whose module is not their name: "cfutures-1-worker" is cfutures
+# run another way (the workload looks at impl.name).
+PEER_MODULES = {"stdlib": "concurrent.futures",
+                "cfutures-1-worker": "cfutures"}
 
 
 def peer_label(name):
@@ -71,7 +81,7 @@ def peer_label(name):
 def resolve_impl(name):
     """The Impl of a peer: its module, or None when it cannot be imported
     (the workload's run() then fails and the failure is reported)."""
-    modname = {"stdlib": "concurrent.futures"}.get(name, name)
+    modname = PEER_MODULES.get(name, name)
     try:
         mod = importlib.import_module(modname)
     except ImportError:
@@ -121,6 +131,9 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
     n = workload.n
     if quick:
         n = workload.quick_n or max(1, workload.n // 10)
+    deterministic = workload.kind in DETERMINISTIC_KINDS
+    if deterministic:
+        repeats = 1
     peers = list(dict.fromkeys(workload.peers))
     impls = {name: resolve_impl(name) for name in peers}
     # A peer that is not installed (anyio without the bench extra) is left
@@ -144,7 +157,8 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
 
     n_warm = max(1, n // 10)
     slowest = 0.0
-    for name in peers:              # warm-up: imports, caches, thread starts
+    for name in peers if not deterministic else ():
+        # warm-up: imports, caches, thread starts
         t0 = time.perf_counter()
         attempt(name, n_warm)
         slowest = max(slowest, time.perf_counter() - t0)
@@ -190,7 +204,10 @@ def measure_workload(workload, repeats, quick=False, gc_off=False):
         else:
             ratios[name] = speedups[name] = paired[name] = None
 
-    baseline = "stdlib" if "stdlib" in ratios else next(iter(ratios), None)
+    baseline = workload.baseline
+    if baseline not in ratios:
+        baseline = ("stdlib" if "stdlib" in ratios
+                    else next(iter(ratios), None))
     goal_met = None
     if workload.goal_ratio is not None and baseline is not None:
         ratio = ratios[baseline]
@@ -322,8 +339,12 @@ def run_benchmarks(workloads=None, repeats=None, quick=False, substr=None,
     t0 = time.perf_counter()
     for w in workloads:
         missing = _missing_modules(w)
-        if missing:
-            results["skipped"].append({"name": w.name, "missing": missing})
+        other = w.unavailable() if w.unavailable and not missing else None
+        if missing or other:
+            skip = {"name": w.name, "missing": missing}
+            if other:
+                skip["unavailable"] = other
+            results["skipped"].append(skip)
             continue
         threads_before = set(threading.enumerate())
         t1 = time.perf_counter()
@@ -349,6 +370,8 @@ def fmt_value(value, kind):
         return "-"
     if kind == "bytes":
         return f"{value:,.0f} B"
+    if kind == "instructions":
+        return f"{value:,.0f} instr"
     if value >= 100:
         return f"{value:,.0f} us"
     if value >= 10:
@@ -436,23 +459,32 @@ def text_table(results):
 
 
 def not_installed_note(results):
-    """One line naming the optional modules a run went without."""
-    skipped, peers = {}, {}
+    """A line naming the optional modules a run went without, and one
+    naming anything else it went without (valgrind)."""
+    skipped, peers, other = {}, {}, {}
     for s in results.get("skipped", ()):
+        if s.get("unavailable"):
+            other[s["unavailable"]] = other.get(s["unavailable"], 0) + 1
         for m in s["missing"]:
             skipped[m] = skipped.get(m, 0) + 1
     for w in results["workloads"]:
         for m in w.get("missing_peers", ()):
             peers[m] = peers.get(m, 0) + 1
+    lines = []
+    if other:
+        lines.append("not available here: " + ", ".join(
+            f"{what} ({k} workload{'s' * (k > 1)} skipped)"
+            for what, k in other.items()))
     if not skipped and not peers:
-        return ""
+        return "\n".join(lines)
     parts = [f"{m} ({k} workload{'s' * (k > 1)} skipped)"
              for m, k in skipped.items()]
     parts += [f"{m} (a peer, left out of {k} workload{'s' * (k > 1)})"
               for m, k in peers.items() if m not in skipped]
     names = " ".join(dict.fromkeys([*skipped, *peers]))
-    return (f"not installed: {', '.join(parts)}; "
-            f"`pip install {names}` adds them")
+    lines.insert(0, f"not installed: {', '.join(parts)}; "
+                    f"`pip install {names}` adds them")
+    return "\n".join(lines)
 
 
 # On the project's 2-core VM, a quiet machine gives the round trips their
@@ -533,6 +565,8 @@ def draw_chart(results, path):
                 label += f" (vs {peer_label(peer)})"
             if w["kind"] == "bytes":
                 label += " [memory]"
+            elif w["kind"] == "instructions":
+                label += " [instructions]"
             factor = w["speedups"].get(peer)
             goal = None
             if peer == w["baseline"] and w["goal_ratio"]:

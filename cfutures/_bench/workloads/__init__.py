@@ -1,8 +1,11 @@
-"""Benchmark workloads, one module per concept (future, executor, wait, aio).
+"""Benchmark workloads, one module per concept (future, executor, wait, aio,
+libraries, free_threaded, instructions).
 
 A workload is a function ``run(impl, n)`` that does ``n`` operations with
 one implementation and returns its measurement: seconds for the n
-operations (kind "time"), or bytes per object (kind "bytes").  ``impl`` is
+operations (kind "time"), bytes per object (kind "bytes"), or
+instructions per operation (kind "instructions", counted by callgrind:
+the same on every run, so it is measured once).  ``impl`` is
 an Impl: ``impl.name`` is "stdlib", "cfutures" or a peer's name, and
 ``impl.mod`` the module that provides Future, ThreadPoolExecutor, wait,
 as_completed (concurrent.futures or cfutures; a peer may provide less).
@@ -32,6 +35,13 @@ class Workload:
     # Modules every peer needs (uvloop): without one the runner skips the
     # workload, as it leaves out a peer that is not installed.
     needs: Tuple[str, ...] = ()
+    # Anything else it needs (a program such as valgrind, a cfutures
+    # function not in this build): returns what is missing, in a word or
+    # two, or None; the runner then skips the workload and names it.
+    unavailable: Optional[Callable[[], Optional[str]]] = None
+    # The peer the goal is measured against; None: "stdlib" when it is a
+    # peer (an instruction count's goal is against its floor, "queue").
+    baseline: Optional[str] = None
     tags: Tuple[str, ...] = field(default=())
 
 
@@ -43,7 +53,8 @@ def all_workloads(errors=None):
     when a list is given, so the runner can report it."""
     from . import future
     found = list(future.WORKLOADS)
-    for name in ("executor", "wait", "aio"):
+    for name in ("executor", "wait", "aio", "libraries", "free_threaded",
+                 "instructions"):
         modname = f"{__name__}.{name}"
         try:
             mod = __import__(modname, fromlist=["WORKLOADS"])
