@@ -1395,9 +1395,14 @@ awaiter_uncount(cf_awaiter *aw)
     }
 }
 
+static int aiocall_pool_cancelled(cf_aionode *n);
+
 static int
 awaiter_source_cancelled(cf_aionode *n)
 {
+    if (n->kind == NODE_CALL) {
+        return aiocall_pool_cancelled(n);
+    }
     if (n->kind != NODE_AWAITER) {
         return 0;
     }
@@ -1929,6 +1934,9 @@ typedef struct {
     int handoff;              /* HANDOFF_*: atomic (see aiocall_spin) */
     int worker_started;       /* atomic: a worker took it */
     unsigned char submitted;
+    unsigned char pool_cancelled; /* the pool cancelled it unrun (shutdown
+                                     with cancel_futures): written before
+                                     the post or handoff that publishes it */
     unsigned char asyncio_mode; /* asyncio.to_thread under install(): the
                                    loop's default executor, made as
                                    asyncio makes it */
@@ -1947,13 +1955,71 @@ aiocall_not_running(cf_aiocall *c)
     }
 }
 
-/* Run by a pool worker: fn(*args, **kwargs) in the copied context. */
+static int
+aiocall_pool_cancelled(cf_aionode *n)
+{
+    return ((cf_aiocall *)n)->pool_cancelled;
+}
+
+/* Hand the finished call to the loop: to the loop thread polling for it,
+ * or through the batch. */
+static void
+aiocall_deliver(cf_aiocall *c)
+{
+    aiocall_not_running(c);
+    int spinning = HANDOFF_SPIN;
+    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
+        batch_post(&c->node);
+    }
+}
+
+/* Run by a pool worker: fn(*args, **kwargs) in the copied context.  Also
+ * the done-callback of the pool's future (one argument): a call the pool
+ * cancelled unrun (shutdown(cancel_futures=True)) cancels the awaiter, as
+ * wrap_future's future is cancelled; after a run it does nothing. */
 static PyObject *
-aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
+aiocall_run(PyObject *self, PyObject *const *args, size_t nargsf,
             PyObject *unused_kw)
 {
     cf_aiocall *c = (cf_aiocall *)self;
     PyObject *callargs, *kwnames, *ctx;
+    if (PyVectorcall_NARGS(nargsf) == 1) {
+        PyObject *pf = args[0];
+        int cancelled = cf_future_check(
+            PyType_GetModuleState(Py_TYPE(self)), pf)
+            ? cf_future_state((cf_future *)pf) >= CF_CANCELLED
+              && cf_future_state((cf_future *)pf) != CF_FINISHED
+            : -1;
+        if (cancelled < 0) {
+            PyObject *r = PyObject_CallMethod(pf, "cancelled", NULL);
+            if (r == NULL) {
+                return NULL;
+            }
+            cancelled = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (cancelled < 0) {
+                return NULL;
+            }
+        }
+        if (!cancelled) {
+            Py_RETURN_NONE;
+        }
+        CF_BEGIN_CRITICAL(self)
+        callargs = c->callargs;
+        kwnames = c->kwnames;
+        ctx = c->context;
+        c->callargs = c->kwnames = c->context = NULL;
+        CF_END_CRITICAL()
+        if (callargs == NULL) {
+            Py_RETURN_NONE;       /* it ran */
+        }
+        Py_DECREF(callargs);
+        Py_XDECREF(kwnames);
+        Py_XDECREF(ctx);
+        c->pool_cancelled = 1;
+        aiocall_deliver(c);
+        Py_RETURN_NONE;
+    }
     /* Taken in the call's critical section: repr() on the loop thread
      * reads callargs there. */
     CF_BEGIN_CRITICAL(self)
@@ -1996,11 +2062,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     Py_XDECREF(kwnames);
     Py_DECREF(ctx);
     cf_worker_returning();      /* no need to wake another worker */
-    aiocall_not_running(c);
-    int spinning = HANDOFF_SPIN;
-    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
-        batch_post(&c->node);
-    }
+    aiocall_deliver(c);
     Py_RETURN_NONE;
 }
 
@@ -2272,6 +2334,22 @@ aiocall_start(cf_state *st, cf_aiocall *c, int may_spin)
         return aiocall_fail(st, c);
     }
     Py_XSETREF(c->pool_future, pf);
+    /* The call is its pool future's done-callback too (aiocall_run with
+     * one argument): a pool that cancels it unrun cancels the awaiter. */
+    if (cf_future_check(st, pf)) {
+        if (cf_future_add_done_callback((cf_future *)pf,
+                                        (PyObject *)c) < 0) {
+            return -1;
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(pf, "add_done_callback", "O",
+                                          (PyObject *)c);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
     if (spin && aiocall_spin(c)) {
         node_complete(st, &c->node);
     }
@@ -2551,6 +2629,7 @@ make_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->handoff = HANDOFF_NONE;
     c->worker_started = 0;
     c->submitted = 0;
+    c->pool_cancelled = 0;
     c->asyncio_mode = (unsigned char)asyncio_mode;
     c->retrieved = 0;
     c->running = 0;
