@@ -737,6 +737,7 @@ node_get_loop(PyObject *self, PyObject *unused)
 }
 
 static int node_start(cf_state *st, cf_aionode *n, int may_spin);
+static int node_is_loop_future(cf_aionode *n);
 
 /* add_done_callback(fn, *, context=None) */
 static PyObject *
@@ -764,7 +765,15 @@ node_add_done_callback(PyObject *self, PyObject *const *args,
         ctx = args[1];
     }
     PyObject *fn = args[0];
-    if (node_bind_running(st, n) < 0 || node_start(st, n, 0) < 0) {
+    if (node_bind_running(st, n) < 0) {
+        return NULL;
+    }
+    /* run_in_executor's result is registered on its future from the
+     * start, so its completion is on its way through the batch, whose
+     * flush runs this callback directly: no need to complete it here and
+     * pay a loop.call_soon (a Handle) per callback, as gathering calls
+     * that finished already would. */
+    if (!node_is_loop_future(n) && node_start(st, n, 0) < 0) {
         return NULL;
     }
     if (node_lstate(n) != LS_PENDING) {
@@ -1386,6 +1395,12 @@ enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
 
 static int spin_worthwhile(cf_batch *b, Py_ssize_t own);
 static void spin_account(cf_batch *b, int done);
+
+static int
+node_is_loop_future(cf_aionode *n)
+{
+    return n->kind == NODE_AWAITER && ((cf_awaiter *)n)->executor;
+}
 
 static void
 awaiter_uncount(cf_awaiter *aw)
