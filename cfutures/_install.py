@@ -32,6 +32,8 @@ from . import _cfutures
 
 _BaseEventLoop = asyncio.base_events.BaseEventLoop
 _ORIG_RUN_IN_EXECUTOR = vars(_BaseEventLoop)["run_in_executor"]
+_ORIG_SET_DEFAULT_EXECUTOR = vars(_BaseEventLoop)["set_default_executor"]
+_StdPool = _cf.thread.ThreadPoolExecutor
 _wrap_future = asyncio.futures.wrap_future
 _loop_future = _cfutures._loop_future
 _iscoroutine = asyncio.iscoroutine
@@ -64,6 +66,17 @@ def _asyncio_run_in_executor(self, executor, func, *args):
         return _ORIG_RUN_IN_EXECUTOR(self, executor, func, *args)
     fut = executor.submit(func, *args)
     return _loop_future(self, fut) or _wrap_future(fut, loop=self)
+
+
+def _asyncio_set_default_executor(self, executor):
+    # asyncio checks isinstance(executor, concurrent.futures.ThreadPoolExecutor),
+    # which now names cfutures' class: a stdlib pool (one made before
+    # install(), from concurrent.futures.thread, or of a subclass defined
+    # before) is still accepted, as without install().
+    if isinstance(executor, _StdPool):
+        self._default_executor = executor
+        return
+    return _ORIG_SET_DEFAULT_EXECUTOR(self, executor)
 
 
 def _uvloop_base():
@@ -173,6 +186,8 @@ def install_process():
         _patch(asyncio, "to_thread", to_thread)
         _patch(asyncio.threads, "to_thread", to_thread)
         _patch(_BaseEventLoop, "run_in_executor", _asyncio_run_in_executor)
+        _patch(_BaseEventLoop, "set_default_executor",
+               _asyncio_set_default_executor)
         _cfutures._aio_set_default_executor_hook(_default_executor)
         if "uvloop" in sys.modules:
             _patch_uvloop(sys.modules["uvloop"])

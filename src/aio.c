@@ -2184,12 +2184,19 @@ pick_default_executor(cf_state *st, PyObject *loop)
         }
     }
     Py_XDECREF(ex);
-    if (st->default_executor_hook == NULL) {
+    /* uninstall() may drop the hook meanwhile: take a reference under
+     * st->lock. */
+    cf_mutex_lock(&st->lock);
+    PyObject *hook = Py_XNewRef(st->default_executor_hook);
+    cf_mutex_unlock(&st->lock);
+    if (hook == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cfutures: asyncio.to_thread without install()");
         return NULL;
     }
-    return PyObject_CallOneArg(st->default_executor_hook, loop);
+    ex = PyObject_CallOneArg(hook, loop);
+    Py_DECREF(hook);
+    return ex;
 }
 
 /* Whether the loop thread should poll for the call it is about to
@@ -2678,8 +2685,12 @@ static PyObject *
 aio_set_default_executor_hook(PyObject *module, PyObject *fn)
 {
     cf_state *st = cf_get_state(module);
-    Py_XSETREF(st->default_executor_hook,
-               fn == Py_None ? NULL : Py_NewRef(fn));
+    PyObject *new = fn == Py_None ? NULL : Py_NewRef(fn);
+    cf_mutex_lock(&st->lock);
+    PyObject *old = st->default_executor_hook;
+    st->default_executor_hook = new;
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(old);              /* outside the lock: it may run code */
     Py_RETURN_NONE;
 }
 

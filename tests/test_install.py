@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -294,6 +295,31 @@ def test_set_default_executor(installed, run, pool_mod):
     # asyncio.run shut it down.
     with pytest.raises(RuntimeError):
         pool.submit(noop)
+
+
+class StdPoolSubclass(concurrent.futures.ThreadPoolExecutor):
+    """Defined before any install(): a subclass of the stdlib's pool."""
+
+
+@pytest.mark.parametrize("make", [
+    lambda: StdPoolSubclass(2, thread_name_prefix="mine"),
+    lambda: concurrent.futures.thread.ThreadPoolExecutor(
+        2, thread_name_prefix="mine")], ids=["subclass", "thread_module"])
+def test_set_default_executor_stdlib_pool_made_otherwise(installed, run, make):
+    """asyncio's set_default_executor checks the class that install()
+    rebinds; a stdlib pool is still accepted."""
+    pool = make()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loop.set_default_executor(pool)
+        name = lambda: threading.current_thread().name  # noqa: E731
+        return ((await loop.run_in_executor(None, name))[:4],
+                (await asyncio.to_thread(name))[:4])
+
+    assert run(main) == ("mine", "mine")
 
 
 def test_default_executor_made_lazily(installed, loop_factory):
