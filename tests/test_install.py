@@ -132,6 +132,10 @@ def test_cancel_awaiting_task(installed, run):
         task = asyncio.ensure_future(f)
         waiter = asyncio.create_task(_await(f))
         await asyncio.to_thread(ran.wait, 10)
+        for _ in range(1000):          # until the waiter awaits f
+            if waiter._fut_waiter is not None:
+                break
+            await asyncio.sleep(0)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
