@@ -41,7 +41,7 @@ _iscoroutinefunction = inspect.iscoroutinefunction
 
 _MISSING = object()
 _lock = threading.Lock()
-_patches = []             # (namespace, name, previous value or _MISSING)
+_patches: list = []          # (namespace, name, previous value or _MISSING)
 _uvloop_finder = None
 
 

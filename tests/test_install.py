@@ -513,16 +513,22 @@ def test_ext_fast_path_types(loop_factory):
         cfutures.uninstall()
 
 
-def test_ext_debug_mode_takes_asyncio_path(run):
+def test_ext_debug_mode_takes_asyncio_path():
+    """asyncio's debug checks (coroutine functions refused) stay its own."""
     cfutures.install()
     try:
+        async def coro():
+            pass
+
         async def main():
             loop = asyncio.get_running_loop()
             f = loop.run_in_executor(None, noop)
             await f
+            with pytest.raises(TypeError):
+                loop.run_in_executor(None, coro)
             return type(f)
-        assert run(main, debug=True) is asyncio.Future or \
-            "uvloop" in sys.modules      # uvloop has no debug switch here
+        with asyncio.Runner(debug=True) as r:
+            assert r.run(main()) is asyncio.Future
     finally:
         cfutures.uninstall()
 
