@@ -9,6 +9,7 @@ import asyncio
 import asyncio.base_events
 import concurrent.futures
 import contextvars
+import functools
 import gc
 import os
 import subprocess
@@ -617,3 +618,24 @@ def test_ext_uvloop_imported_after_install():
     """)
     assert (r.returncode, r.stdout.strip(), r.stderr) == \
         (0, "_LoopFuture ThreadPoolExecutor", "")
+
+
+def test_coroutine_function_refused_on_uvloop(installed):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def coro():
+        pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        refused = []
+        for fn in (coro, coro(), functools.partial(coro)):
+            try:
+                loop.run_in_executor(None, fn)
+            except TypeError:
+                refused.append(True)
+            if asyncio.iscoroutine(fn):
+                fn.close()
+        return refused
+
+    assert uvloop.run(main()) == [True, True, True]
