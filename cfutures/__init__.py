@@ -127,7 +127,7 @@ def __dir__():
 # Future.__await__ lives in C; these are the functions around it.
 
 to_thread = _cfutures.to_thread
-__all__ += ["install", "to_thread"]
+__all__ += ["install", "to_thread", "uninstall"]
 
 
 def _aio_pool_type():
@@ -137,23 +137,56 @@ def _aio_pool_type():
 
 
 def install(loop=None):
-    """Make a new cfutures thread pool the default executor of *loop*.
+    """Make asyncio code use cfutures: process-wide, or for one loop.
 
-    *loop* defaults to the running loop.  Afterwards
-    ``loop.run_in_executor(None, ...)``, ``asyncio.to_thread`` and
-    ``cfutures.to_thread`` run on it, and ``loop.shutdown_default_executor()``
-    (called by ``asyncio.run`` at its end) shuts it down.  Returns the pool.
+    Called with no running loop and no *loop* (once, at program start,
+    before importing libraries that bind the names), it is the one line
+    that makes unmodified asyncio code fast, in the style of
+    ``uvloop.install()``, and returns None:
+
+    - ``concurrent.futures.ThreadPoolExecutor``, ``.wait`` and
+      ``.as_completed`` become cfutures' (``concurrent.futures.Future``
+      stays the stdlib's; cfutures' futures are instances of it);
+    - ``asyncio.to_thread`` becomes cfutures' C call on the running loop's
+      default executor (context copied, as asyncio's);
+    - ``loop.run_in_executor`` of asyncio's loops and uvloop's (also
+      uvloop imported later) bridges a cfutures pool's future in C, for
+      the default executor too, which becomes a cfutures pool, made on
+      first use as asyncio makes its own.
+
+    ``uninstall()`` undoes all of it.
+
+    Called inside a running loop, or with *loop*: makes a new cfutures
+    pool that loop's default executor, gives that loop the same
+    ``run_in_executor`` fast path, and returns the pool;
+    ``loop.shutdown_default_executor()`` (called by ``asyncio.run`` at its
+    end) shuts it down.
     """
     if loop is None:
         import asyncio
-        loop = asyncio.get_running_loop()
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            from . import _install
+            _install.install_process()
+            return None
     pool = _aio_pool_type()(thread_name_prefix="cfutures")
     loop.set_default_executor(pool)
-    if not hasattr(loop, "_default_executor"):
+    if getattr(loop, "_default_executor", None) is not pool:
         # uvloop keeps its default executor out of reach of Python code:
         # record it where cfutures.to_thread looks for it.
         loop._default_executor = pool
+    from . import _install
+    _install.install_loop(loop)
     return pool
+
+
+def uninstall():
+    """Undo the process-wide install(): restore every name and method it
+    replaced.  Executors made meanwhile stay as they are."""
+    import sys
+    _install = sys.modules.get(__name__ + "._install")
+    if _install is not None:
+        _install.uninstall()
 
 
 _cfutures._aio_configure(_aio_pool_type())

@@ -68,6 +68,7 @@ __all__ = [
     "ProcessPoolExecutor",
     "install",
     "to_thread",
+    "uninstall",
 ]
 if sys.version_info >= (3, 14):
     __all__ += ["InterpreterPoolExecutor"]
@@ -179,4 +180,8 @@ class _ToThreadCall(asyncio.Future[_T], Coroutine[Any, Any, _T]):
 def to_thread(
     func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
 ) -> _ToThreadCall[_T]: ...
-def install(loop: asyncio.AbstractEventLoop | None = None) -> ThreadPoolExecutor: ...
+@overload
+def install(loop: asyncio.AbstractEventLoop) -> ThreadPoolExecutor: ...
+@overload
+def install(loop: None = None) -> ThreadPoolExecutor | None: ...
+def uninstall() -> None: ...

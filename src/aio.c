@@ -737,6 +737,7 @@ node_get_loop(PyObject *self, PyObject *unused)
 }
 
 static int node_start(cf_state *st, cf_aionode *n, int may_spin);
+static int node_is_loop_future(cf_aionode *n);
 
 /* add_done_callback(fn, *, context=None) */
 static PyObject *
@@ -764,7 +765,15 @@ node_add_done_callback(PyObject *self, PyObject *const *args,
         ctx = args[1];
     }
     PyObject *fn = args[0];
-    if (node_bind_running(st, n) < 0 || node_start(st, n, 0) < 0) {
+    if (node_bind_running(st, n) < 0) {
+        return NULL;
+    }
+    /* run_in_executor's result is registered on its future from the
+     * start, so its completion is on its way through the batch, whose
+     * flush runs this callback directly: no need to complete it here and
+     * pay a loop.call_soon (a Handle) per callback, as gathering calls
+     * that finished already would. */
+    if (!node_is_loop_future(n) && node_start(st, n, 0) < 0) {
         return NULL;
     }
     if (node_lstate(n) != LS_PENDING) {
@@ -1317,7 +1326,7 @@ PyDoc_STRVAR(node_close_doc,
 "close($self, /)\n--\n\n"
 "close() -> raise GeneratorExit inside coroutine.");
 
-#define NODE_METHODS                                                       \
+#define NODE_FUTURE_METHODS                                                \
     {"get_loop", node_get_loop, METH_NOARGS, node_get_loop_doc},           \
     {"add_done_callback", (PyCFunction)(void (*)(void))                    \
      node_add_done_callback, METH_FASTCALL | METH_KEYWORDS,                \
@@ -1331,7 +1340,13 @@ PyDoc_STRVAR(node_close_doc,
     {"cancel", (PyCFunction)(void (*)(void))node_cancel,                   \
      METH_FASTCALL | METH_KEYWORDS, node_cancel_doc},                      \
     {"_make_cancelled_error", node_make_cancelled_error, METH_NOARGS,      \
-     NULL},                                                                \
+     NULL},
+
+/* A coroutine's methods too: what a Task drives.  Not on run_in_executor's
+ * result, which, like asyncio.Future, is no coroutine (asyncio.wait()
+ * refuses coroutines). */
+#define NODE_METHODS                                                       \
+    NODE_FUTURE_METHODS                                                    \
     {"send", node_send, METH_O, node_send_doc},                            \
     {"throw", (PyCFunction)(void (*)(void))node_throw, METH_FASTCALL,      \
      node_throw_doc},                                                      \
@@ -1354,11 +1369,55 @@ typedef struct {
     cf_aionode node;
     cf_future *future;
     unsigned char registered;     /* our done-callback is on the future */
+    /* run_in_executor's result (cf_loop_future), only: */
+    unsigned char executor;       /* it is one */
+    unsigned char spun;           /* its first await polled already */
+    unsigned char retrieved;      /* the exception was delivered or read */
+    int counted;                  /* counted in batch->calls_running;
+                                     atomic exchange: uncounted once */
+    int handoff;                  /* HANDOFF_*: atomic (awaiter_spin) */
 } cf_awaiter;
+
+/* Who delivers a finished call to the loop: the worker through the batch
+ * (NONE), or, while the loop thread polls for it (SPIN), the loop thread
+ * itself once the worker marks it DONE. */
+enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
+
+/* How long a loop thread with nothing else to do polls for the outcome of
+ * the call it just submitted, before it yields to the loop: up to
+ * CF_AIO_SPIN_START_NS for a worker to take the call (waking a sleeping
+ * thread on a VM takes tens of microseconds), then CF_AIO_SPIN_NS for it
+ * to finish. */
+#define CF_AIO_SPIN_START_NS 200000
+#define CF_AIO_SPIN_NS 30000
+/* After a poll that missed, skip 1, 3, 7, ... up to this many polls. */
+#define CF_AIO_SPIN_MAX_BACKOFF 63
+
+static int spin_worthwhile(cf_batch *b, Py_ssize_t own);
+static void spin_account(cf_batch *b, int done);
+
+static int
+node_is_loop_future(cf_aionode *n)
+{
+    return n->kind == NODE_AWAITER && ((cf_awaiter *)n)->executor;
+}
+
+static void
+awaiter_uncount(cf_awaiter *aw)
+{
+    if (cf_exchange(&aw->counted, 0)) {
+        cf_fetch_add(&aw->node.batch->calls_running, -1);
+    }
+}
+
+static int aiocall_pool_cancelled(cf_aionode *n);
 
 static int
 awaiter_source_cancelled(cf_aionode *n)
 {
+    if (n->kind == NODE_CALL) {
+        return aiocall_pool_cancelled(n);
+    }
     if (n->kind != NODE_AWAITER) {
         return 0;
     }
@@ -1385,6 +1444,7 @@ awaiter_outcome(cf_awaiter *aw)
         return result != NULL ? result : Py_NewRef(Py_None);
     }
     Py_XDECREF(result);
+    aw->retrieved = 1;
     if (PyExceptionInstance_Check(exc)) {
         raise_stored_exception(exc);
         Py_DECREF(exc);
@@ -1394,18 +1454,79 @@ awaiter_outcome(cf_awaiter *aw)
     return cf_future_get_result(f);
 }
 
-/* The done-callback of the awaiter and of a loop call: post the node. */
+/* The done-callback of the awaiter and of a loop call: post the node.
+ * run_in_executor's result is handed straight to a loop thread that
+ * polls for it (awaiter_spin): no post, no wakeup. */
 static PyObject *
 post_callback(PyObject *self, PyObject *const *args, size_t nargsf,
                  PyObject *kwnames)
 {
-    batch_post((cf_aionode *)self);
+    cf_aionode *n = (cf_aionode *)self;
+    if (n->kind == NODE_AWAITER && ((cf_awaiter *)n)->executor) {
+        cf_awaiter *aw = (cf_awaiter *)n;
+        /* Our own callback, first on a future nobody else sees: the call
+         * has returned, this worker pops the queue next. */
+        cf_worker_returning();
+        awaiter_uncount(aw);
+        int spinning = HANDOFF_SPIN;
+        if (cf_atomic_cas_int(&aw->handoff, &spinning, HANDOFF_DONE)) {
+            Py_RETURN_NONE;
+        }
+    }
+    batch_post(n);
     Py_RETURN_NONE;
 }
 
+/* The first await of run_in_executor's result, by a Task about to yield
+ * to a loop with nothing else to do: poll for the outcome with the GIL
+ * released, as aiocall_spin does for a to_thread call.  The worker's
+ * post_callback hands it over (HANDOFF_DONE) instead of posting.  1 if
+ * the future is done.  Correct whatever the interleaving: after the
+ * poll, a future that is done is completed here, and a post that was
+ * made anyway finds the node done and is skipped. */
 static int
-awaiter_start(cf_state *st, cf_awaiter *aw)
+awaiter_spin(cf_awaiter *aw)
 {
+    cf_future *f = aw->future;
+    cf_atomic_store_int(&aw->handoff, HANDOFF_SPIN);
+    int64_t deadline = cf_monotonic_ns() + CF_AIO_SPIN_START_NS;
+    int handed = 0, started = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        if (cf_atomic_load_int(&aw->handoff) == HANDOFF_DONE) {
+            handed = 1;
+            break;
+        }
+        int64_t now = cf_monotonic_ns();
+        if (!started && cf_future_state(f) != CF_PENDING) {
+            started = 1;
+            deadline = now + CF_AIO_SPIN_NS;
+        }
+        if (now > deadline) {
+            break;
+        }
+        cf_yield();
+    }
+    Py_END_ALLOW_THREADS
+    if (!handed) {
+        int spinning = HANDOFF_SPIN;
+        handed = !cf_atomic_cas_int(&aw->handoff, &spinning, HANDOFF_NONE);
+    }
+    int done = handed || cf_future_is_done(f);
+    spin_account(aw->node.batch, done);
+    return done;
+}
+
+static int
+awaiter_start(cf_state *st, cf_awaiter *aw, int may_spin)
+{
+    if (aw->executor && may_spin && !aw->spun
+        && !cf_future_is_done(aw->future)) {
+        aw->spun = 1;
+        if (!spin_worthwhile(aw->node.batch, 1) || !awaiter_spin(aw)) {
+            return 0;
+        }
+    }
     if (cf_future_is_done(aw->future)) {
         /* The fast path: a finished future never touches the loop.  (Any
          * callbacks, from a caller that did not wait for our wakeup, are
@@ -1439,6 +1560,9 @@ awaiter_traverse(cf_awaiter *aw, visitproc visit, void *arg)
 static int
 awaiter_clear(cf_awaiter *aw)
 {
+    if (aw->node.batch != NULL) {
+        awaiter_uncount(aw);
+    }
     node_clear(&aw->node);
     Py_CLEAR(aw->future);
     return 0;
@@ -1467,6 +1591,9 @@ cf_future_await(PyObject *self)
     node_init(&aw->node, post_callback, NODE_AWAITER);
     aw->future = (cf_future *)Py_NewRef(self);
     aw->registered = 0;
+    aw->executor = aw->spun = aw->retrieved = 0;
+    aw->counted = 0;
+    aw->handoff = HANDOFF_NONE;
     PyObject_GC_Track(aw);
     return (PyObject *)aw;
 }
@@ -1512,6 +1639,138 @@ static PyType_Spec awaiter_spec = {
              | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = awaiter_slots,
 };
+
+/* ---- run_in_executor's result under cfutures.install() --------------- */
+
+/* What asyncio.wrap_future(pool.submit(fn, *args)) gives, for a cfutures
+ * pool: an awaiter bound to `loop` at once, as asyncio.Future is, without
+ * the coroutine methods (asyncio.wait() refuses coroutines).  Its
+ * outcome is the future's; cancelling it cancels the future, as
+ * wrap_future does; the completing worker posts it to the loop's batch,
+ * or hands it to the loop thread polling for it on its first await. */
+
+/* As asyncio.Future: an exception nobody retrieved goes to the loop's
+ * exception handler when the future is collected. */
+static void
+loopfuture_finalize(PyObject *self)
+{
+    cf_awaiter *aw = (cf_awaiter *)self;
+    if (aw->retrieved || aw->node.loop == NULL
+        || node_lstate(&aw->node) != LS_DONE) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *result, *exc;
+    (void)cf_future_outcome(aw->future, &result, &exc);
+    Py_XDECREF(result);
+    if (exc != NULL && PyExceptionInstance_Check(exc)) {
+        PyObject *context = Py_BuildValue(
+            "{s:s,s:O,s:O}", "message",
+            "Future exception was never retrieved",
+            "exception", exc, "future", self);
+        if (context != NULL) {
+            PyObject *r = PyObject_CallMethod(aw->node.loop,
+                                              "call_exception_handler",
+                                              "O", context);
+            Py_DECREF(context);
+            Py_XDECREF(r);
+        }
+        if (PyErr_Occurred()) {
+            PyErr_WriteUnraisable(self);
+        }
+    }
+    Py_XDECREF(exc);
+    PyErr_Restore(type, value, tb);
+}
+
+static PyObject *
+loopfuture_repr(cf_awaiter *aw)
+{
+    static const char *names[] = {"pending", "finished", "cancelled"};
+    return PyUnicode_FromFormat("<cfutures loop future %s of %R>",
+                                names[node_lstate(&aw->node)],
+                                (PyObject *)aw->future);
+}
+
+static PyMethodDef loopfuture_methods[] = {
+    NODE_FUTURE_METHODS
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot loopfuture_slots[] = {
+    {Py_tp_doc, "loop.run_in_executor()'s result with cfutures.install(): "
+                "an asyncio-compatible future of a cfutures pool's call."},
+    {Py_tp_dealloc, aio_dealloc},
+    {Py_tp_finalize, loopfuture_finalize},
+    {Py_tp_traverse, awaiter_traverse},
+    {Py_tp_clear, awaiter_clear},
+    {Py_tp_repr, loopfuture_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, node_iternext},
+    {Py_am_await, node_await},
+    {Py_am_send, node_am_send},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_methods, loopfuture_methods},
+    {Py_tp_getset, awaiter_getset},
+    {Py_tp_members, awaiter_members},
+    {0, NULL},
+};
+
+static PyType_Spec loopfuture_spec = {
+    .name = "cfutures._cfutures._LoopFuture",
+    .basicsize = sizeof(cf_awaiter),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+             | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = loopfuture_slots,
+};
+
+/* _loop_future(loop, future): `future` (what executor.submit returned)
+ * as an asyncio future of `loop`, or None if it is not a cfutures future
+ * (the caller then uses asyncio.wrap_future). */
+static PyObject *
+loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    cf_state *st = cf_get_state(module);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_loop_future() takes exactly 2 arguments");
+        return NULL;
+    }
+    PyObject *loop = args[0], *fut = args[1];
+    if (!cf_future_check(st, fut)) {
+        Py_RETURN_NONE;
+    }
+    cf_awaiter *aw = PyObject_GC_New(cf_awaiter, st->loopfuture_type);
+    if (aw == NULL) {
+        return NULL;
+    }
+    node_init(&aw->node, post_callback, NODE_AWAITER);
+    aw->future = (cf_future *)Py_NewRef(fut);
+    aw->registered = 0;
+    aw->executor = 1;
+    aw->spun = aw->retrieved = 0;
+    aw->counted = 0;
+    aw->handoff = HANDOFF_NONE;
+    PyObject_GC_Track(aw);
+    if (aio_import(st) < 0 || node_bind(st, &aw->node, loop) < 0) {
+        Py_DECREF(aw);
+        return NULL;
+    }
+    /* Counted while in flight: a loop with calls of ours in flight does
+     * not poll for another (spin_worthwhile). */
+    cf_store_relaxed(&aw->counted, 1);
+    cf_fetch_add(&aw->node.batch->calls_running, 1);
+    aw->registered = 1;
+    if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
+        aw->registered = 0;
+        awaiter_uncount(aw);
+        Py_DECREF(aw);
+        return NULL;
+    }
+    return (PyObject *)aw;
+}
 
 /* ---- loop calls ----------------------------------------------------- */
 
@@ -1690,26 +1949,17 @@ typedef struct {
     int handoff;              /* HANDOFF_*: atomic (see aiocall_spin) */
     int worker_started;       /* atomic: a worker took it */
     unsigned char submitted;
+    unsigned char pool_cancelled; /* the pool cancelled it unrun (shutdown
+                                     with cancel_futures): written before
+                                     the post or handoff that publishes it */
+    unsigned char asyncio_mode; /* asyncio.to_thread under install(): the
+                                   loop's default executor, made as
+                                   asyncio makes it */
     unsigned char retrieved;  /* the exception was delivered or read */
     unsigned char running;    /* counted in batch->calls_running; atomic
                                  exchange: uncounted once, by the worker
                                  or the loop thread */
 } cf_aiocall;
-
-/* Who delivers a finished call to the loop: the worker through the batch
- * (NONE), or, while the loop thread polls for it (SPIN), the loop thread
- * itself once the worker marks it DONE. */
-enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
-
-/* How long a loop thread with nothing else to do polls for the outcome of
- * the to_thread call it just submitted, before it yields to the loop: up
- * to CF_AIO_SPIN_START_NS for a worker to take the call (waking a sleeping
- * thread on a VM takes tens of microseconds), then CF_AIO_SPIN_NS for it
- * to finish. */
-#define CF_AIO_SPIN_START_NS 200000
-#define CF_AIO_SPIN_NS 30000
-/* After a poll that missed, skip 1, 3, 7, ... up to this many polls. */
-#define CF_AIO_SPIN_MAX_BACKOFF 63
 
 /* The call no longer waits for a worker: uncount it. */
 static void
@@ -1720,13 +1970,71 @@ aiocall_not_running(cf_aiocall *c)
     }
 }
 
-/* Run by a pool worker: fn(*args, **kwargs) in the copied context. */
+static int
+aiocall_pool_cancelled(cf_aionode *n)
+{
+    return ((cf_aiocall *)n)->pool_cancelled;
+}
+
+/* Hand the finished call to the loop: to the loop thread polling for it,
+ * or through the batch. */
+static void
+aiocall_deliver(cf_aiocall *c)
+{
+    aiocall_not_running(c);
+    int spinning = HANDOFF_SPIN;
+    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
+        batch_post(&c->node);
+    }
+}
+
+/* Run by a pool worker: fn(*args, **kwargs) in the copied context.  Also
+ * the done-callback of the pool's future (one argument): a call the pool
+ * cancelled unrun (shutdown(cancel_futures=True)) cancels the awaiter, as
+ * wrap_future's future is cancelled; after a run it does nothing. */
 static PyObject *
-aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
+aiocall_run(PyObject *self, PyObject *const *args, size_t nargsf,
             PyObject *unused_kw)
 {
     cf_aiocall *c = (cf_aiocall *)self;
     PyObject *callargs, *kwnames, *ctx;
+    if (PyVectorcall_NARGS(nargsf) == 1) {
+        PyObject *pf = args[0];
+        int cancelled = cf_future_check(
+            PyType_GetModuleState(Py_TYPE(self)), pf)
+            ? cf_future_state((cf_future *)pf) >= CF_CANCELLED
+              && cf_future_state((cf_future *)pf) != CF_FINISHED
+            : -1;
+        if (cancelled < 0) {
+            PyObject *r = PyObject_CallMethod(pf, "cancelled", NULL);
+            if (r == NULL) {
+                return NULL;
+            }
+            cancelled = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (cancelled < 0) {
+                return NULL;
+            }
+        }
+        if (!cancelled) {
+            Py_RETURN_NONE;
+        }
+        CF_BEGIN_CRITICAL(self)
+        callargs = c->callargs;
+        kwnames = c->kwnames;
+        ctx = c->context;
+        c->callargs = c->kwnames = c->context = NULL;
+        CF_END_CRITICAL()
+        if (callargs == NULL) {
+            Py_RETURN_NONE;       /* it ran */
+        }
+        Py_DECREF(callargs);
+        Py_XDECREF(kwnames);
+        Py_XDECREF(ctx);
+        c->pool_cancelled = 1;
+        aiocall_deliver(c);
+        Py_RETURN_NONE;
+    }
     /* Taken in the call's critical section: repr() on the loop thread
      * reads callargs there. */
     CF_BEGIN_CRITICAL(self)
@@ -1769,11 +2077,7 @@ aiocall_run(PyObject *self, PyObject *const *unused_args, size_t nargsf,
     Py_XDECREF(kwnames);
     Py_DECREF(ctx);
     cf_worker_returning();      /* no need to wake another worker */
-    aiocall_not_running(c);
-    int spinning = HANDOFF_SPIN;
-    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
-        batch_post(&c->node);
-    }
+    aiocall_deliver(c);
     Py_RETURN_NONE;
 }
 
@@ -1853,14 +2157,56 @@ pick_pool(cf_state *st, PyObject *loop)
     return shared_pool_publish(st, pool);
 }
 
+/* The pool asyncio.to_thread runs on under install(): the loop's
+ * default executor, whatever it is, made on first use as asyncio's
+ * run_in_executor(None, ...) makes it.  The common case, a cfutures pool
+ * on an asyncio loop whose default executor was not shut down, is read
+ * here; anything else asks cfutures._install (which also raises asyncio's
+ * "Executor shutdown has been called").  New ref. */
+static PyObject *
+pick_default_executor(cf_state *st, PyObject *loop)
+{
+    PyObject *ex;
+    if (cf_getattr_optional(loop, st->str_default_executor, &ex) < 0) {
+        return NULL;
+    }
+    if (ex != NULL && st->aio_pool_type != NULL
+        && PyObject_TypeCheck(ex, (PyTypeObject *)st->aio_pool_type)) {
+        PyObject *called;
+        if (cf_getattr_optional(loop, st->str__executor_shutdown_called,
+                                &called) < 0) {
+            Py_DECREF(ex);
+            return NULL;
+        }
+        Py_XDECREF(called);       /* only its identity is compared */
+        if (called == Py_False) {
+            return ex;
+        }
+    }
+    Py_XDECREF(ex);
+    /* uninstall() may drop the hook meanwhile: take a reference under
+     * st->lock. */
+    cf_mutex_lock(&st->lock);
+    PyObject *hook = Py_XNewRef(st->default_executor_hook);
+    cf_mutex_unlock(&st->lock);
+    if (hook == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cfutures: asyncio.to_thread without install()");
+        return NULL;
+    }
+    ex = PyObject_CallOneArg(hook, loop);
+    Py_DECREF(hook);
+    return ex;
+}
+
 /* Whether the loop thread should poll for the call it is about to
  * submit: only when nothing else could use the loop meanwhile (no other
  * call of ours pending on it, asyncio's ready queue empty), and not right
  * after polls that missed (calls that take longer than a poll). */
 static int
-aiocall_spin_worthwhile(cf_batch *b)
+spin_worthwhile(cf_batch *b, Py_ssize_t own)
 {
-    if (cf_load_relaxed(&b->calls_running) > 0) {
+    if (cf_load_relaxed(&b->calls_running) > own) {
         return 0;
     }
     if (b->spin_skip > 0) {
@@ -1918,6 +2264,14 @@ aiocall_spin(cf_aiocall *c)
         int spinning = HANDOFF_SPIN;
         done = !cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_NONE);
     }
+    spin_account(b, done);
+    return done;
+}
+
+/* After a poll: a miss makes the next polls skipped, 1, 3, 7, ... */
+static void
+spin_account(cf_batch *b, int done)
+{
     if (done) {
         b->spin_backoff = 0;
     }
@@ -1928,7 +2282,31 @@ aiocall_spin(cf_aiocall *c)
         }
         b->spin_skip = b->spin_backoff;
     }
-    return done;
+}
+
+/* The call could not be submitted: the raised Exception becomes its
+ * outcome (anything else, KeyboardInterrupt, propagates: -1). */
+static int
+aiocall_fail(cf_state *st, cf_aiocall *c)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    Py_CLEAR(c->callargs);
+    Py_CLEAR(c->kwnames);
+    Py_CLEAR(c->context);
+    c->exception = value;
+    /* On the loop thread: complete now; callbacks run soon. */
+    node_complete(st, &c->node);
+    return 0;
 }
 
 /* Submit the call (bound to a running loop) to its pool; with `may_spin`
@@ -1950,12 +2328,18 @@ aiocall_start(cf_state *st, cf_aiocall *c, int may_spin)
     if (c->context == NULL) {
         return -1;
     }
-    PyObject *pool = pick_pool(st, c->node.loop);
+    PyObject *pool = c->asyncio_mode ? pick_default_executor(st, c->node.loop)
+                                     : pick_pool(st, c->node.loop);
     if (pool == NULL) {
+        if (c->asyncio_mode) {
+            /* As asyncio.to_thread's coroutine raises it when awaited. */
+            c->submitted = 1;
+            return aiocall_fail(st, c);
+        }
         return -1;
     }
     cf_batch *b = c->node.batch;
-    int spin = may_spin && aiocall_spin_worthwhile(b);
+    int spin = may_spin && spin_worthwhile(b, 0);
     c->submitted = 1;
     /* Set before submit, which may switch threads (a new worker); the
      * pool's queue hands them over to the worker. */
@@ -1969,26 +2353,25 @@ aiocall_start(cf_state *st, cf_aiocall *c, int may_spin)
     if (pf == NULL) {
         aiocall_not_running(c);
         cf_store_relaxed(&c->handoff, HANDOFF_NONE);
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            return -1;
-        }
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(value, tb);
-        }
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        Py_CLEAR(c->callargs);
-        Py_CLEAR(c->kwnames);
-        Py_CLEAR(c->context);
-        c->exception = value;
-        /* On the loop thread: complete now; callbacks run soon. */
-        node_complete(st, &c->node);
-        return 0;
+        return aiocall_fail(st, c);
     }
     Py_XSETREF(c->pool_future, pf);
+    /* The call is its pool future's done-callback too (aiocall_run with
+     * one argument): a pool that cancels it unrun cancels the awaiter. */
+    if (cf_future_check(st, pf)) {
+        if (cf_future_add_done_callback((cf_future *)pf,
+                                        (PyObject *)c) < 0) {
+            return -1;
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(pf, "add_done_callback", "O",
+                                          (PyObject *)c);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
     if (spin && aiocall_spin(c)) {
         node_complete(st, &c->node);
     }
@@ -2174,7 +2557,7 @@ node_start(cf_state *st, cf_aionode *n, int may_spin)
         return 0;
     }
     if (n->kind == NODE_AWAITER) {
-        return awaiter_start(st, (cf_awaiter *)n);
+        return awaiter_start(st, (cf_awaiter *)n, may_spin);
     }
     return aiocall_start(st, (cf_aiocall *)n, may_spin);
 }
@@ -2196,6 +2579,7 @@ node_exception(cf_aionode *n)
         PyObject *result;
         (void)cf_future_outcome(((cf_awaiter *)n)->future, &result, &exc);
         Py_XDECREF(result);
+        ((cf_awaiter *)n)->retrieved = 1;
     }
     else {
         exc = Py_XNewRef(((cf_aiocall *)n)->exception);
@@ -2232,10 +2616,9 @@ node_cancel_source(cf_state *st, cf_aionode *n)
     return 0;
 }
 
-/* to_thread(fn, /, *args, **kwargs) */
 static PyObject *
-to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
-          PyObject *kwnames)
+make_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, int asyncio_mode)
 {
     cf_state *st = cf_get_state(module);
     if (nargs < 1) {
@@ -2268,6 +2651,8 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     c->handoff = HANDOFF_NONE;
     c->worker_started = 0;
     c->submitted = 0;
+    c->pool_cancelled = 0;
+    c->asyncio_mode = (unsigned char)asyncio_mode;
     c->retrieved = 0;
     c->running = 0;
     PyObject_GC_Track(c);
@@ -2276,6 +2661,37 @@ to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
      * `await`, or add_done_callback from gather, wait, shield, wait_for,
      * ensure_future), so a call that is never awaited never runs. */
     return (PyObject *)c;
+}
+
+/* to_thread(fn, /, *args, **kwargs) */
+static PyObject *
+to_thread(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames)
+{
+    return make_call(module, args, nargs, kwnames, 0);
+}
+
+/* _asyncio_to_thread(fn, /, *args, **kwargs): what install() makes
+ * asyncio.to_thread: a to_thread call on the loop's default executor. */
+static PyObject *
+asyncio_to_thread(PyObject *module, PyObject *const *args,
+                  Py_ssize_t nargs, PyObject *kwnames)
+{
+    return make_call(module, args, nargs, kwnames, 1);
+}
+
+/* _aio_set_default_executor_hook(fn or None) */
+static PyObject *
+aio_set_default_executor_hook(PyObject *module, PyObject *fn)
+{
+    cf_state *st = cf_get_state(module);
+    PyObject *new = fn == Py_None ? NULL : Py_NewRef(fn);
+    cf_mutex_lock(&st->lock);
+    PyObject *old = st->default_executor_hook;
+    st->default_executor_hook = new;
+    cf_mutex_unlock(&st->lock);
+    Py_XDECREF(old);              /* outside the lock: it may run code */
+    Py_RETURN_NONE;
 }
 
 /* _aio_configure(pool_type): the executor class whose instances to_thread
@@ -2343,6 +2759,17 @@ static PyMethodDef aio_functions[] = {
      "never awaited never runs.  The call is both an asyncio future and "
      "a coroutine: await it, gather it, or pass it to asyncio.create_task "
      "or TaskGroup.create_task."},
+    {"_asyncio_to_thread", (PyCFunction)(void (*)(void))asyncio_to_thread,
+     METH_FASTCALL | METH_KEYWORDS,
+     "to_thread(func, /, *args, **kwargs)\n--\n\n"
+     "asyncio.to_thread as cfutures.install() makes it: run func(*args, "
+     "**kwargs) on the running loop's default executor, in a copy of the "
+     "current context, and await the result.  The call is also an asyncio "
+     "future (see cfutures.to_thread)."},
+    {"_loop_future", (PyCFunction)(void (*)(void))loop_future,
+     METH_FASTCALL, NULL},
+    {"_aio_set_default_executor_hook", aio_set_default_executor_hook,
+     METH_O, NULL},
     {"_aio_configure", aio_configure, METH_O, NULL},
     {"_aio_shared_pool", (PyCFunction)(void (*)(void))aio_shared_pool,
      METH_FASTCALL, NULL},
@@ -2365,6 +2792,7 @@ cf_aio_setup(PyObject *module, cf_state *st)
     INTERN(str_submit, "submit");
     INTERN(str_default_executor, "_default_executor");
     INTERN(str__ready, "_ready");
+    INTERN(str__executor_shutdown_called, "_executor_shutdown_called");
 #undef INTERN
     st->context_kwnames = Py_BuildValue("(s)", "context");
     if (st->context_kwnames == NULL) {
@@ -2382,6 +2810,7 @@ cf_aio_setup(PyObject *module, cf_state *st)
     TYPE(awaiter_type, awaiter_spec);
     TYPE(aiocall_type, aiocall_spec);
     TYPE(loopcall_type, loopcall_spec);
+    TYPE(loopfuture_type, loopfuture_spec);
 #undef TYPE
     return PyModule_AddFunctions(module, aio_functions);
 }

@@ -24,6 +24,8 @@ typedef struct {
     PyTypeObject *batch_type;         /* per-loop wakeup batch */
     PyTypeObject *aiocall_type;       /* to_thread work item */
     PyTypeObject *loopcall_type;      /* a done-callback run on a loop */
+    PyTypeObject *loopfuture_type;    /* run_in_executor's result under
+                                         cfutures.install() */
 
     /* The stdlib's own classes and constants (docs/DESIGN.md, contract 3). */
     PyObject *CancelledError;
@@ -64,6 +66,10 @@ typedef struct {
     PyObject *str_default_executor;
     PyObject *context_kwnames;        /* ("context",) */
     PyObject *str__ready;
+    PyObject *str__executor_shutdown_called;
+    PyObject *default_executor_hook;  /* cfutures._install's: a loop's
+                                         default executor, made as asyncio
+                                         makes it (asyncio.to_thread) */
 
     /* asyncio_callbacks.c: asyncio's own done-callbacks, recognised */
     PyObject *chain_code;             /* _chain_future's _call_set_state

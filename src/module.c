@@ -122,7 +122,8 @@ module_exec(PyObject *module)
     V(waiter_type) V(str__condition) V(str__state) V(str__waiters)        \
     V(str__exception) V(str_acquire) V(str_release) V(str_append)         \
     V(str_remove) V(str_cancelled) V(str_exception)                       \
-    V(wait_code)
+    V(wait_code) V(loopfuture_type) V(str__executor_shutdown_called)     \
+    V(default_executor_hook)
 
 static int
 module_traverse(PyObject *module, visitproc visit, void *arg)

@@ -181,9 +181,12 @@ def test_wait_and_as_completed() -> None:
 # ---- asyncio --------------------------------------------------------------
 
 async def asyncio_main() -> None:
-    pool = cfutures.install()
-    assert_type(pool, cfutures.ThreadPoolExecutor)
     loop = asyncio.get_running_loop()
+    pool = cfutures.install(loop)
+    assert_type(pool, cfutures.ThreadPoolExecutor)
+    if TYPE_CHECKING:   # not run: another pool would replace this one
+        assert_type(cfutures.install(), "cfutures.ThreadPoolExecutor | None")
+        assert_type(cfutures.uninstall(), None)
 
     # A cfutures.Future is awaitable.
     value = await pool.submit(square, 4)
