@@ -245,6 +245,8 @@ batch_flush(PyObject *self, PyObject *const *args, size_t nargsf,
     Py_RETURN_NONE;
 }
 
+static void batch_queue(cf_state *st, cf_aionode *node, PyObject *how);
+
 /* Post a finished node to its loop, from any thread, GIL held.  Never
  * raises: it runs inside a future's done-callbacks or a pool worker. */
 static void
@@ -274,6 +276,18 @@ batch_post(cf_aionode *node)
             return;
         }
     }
+    batch_queue(st, node, st->str_call_soon_threadsafe);
+}
+
+/* Queue the node on its batch and, if no flush is on its way, schedule
+ * one with loop.<how>(batch): call_soon_threadsafe from a worker,
+ * call_soon on the loop's own thread (no self-pipe write: the loop runs
+ * it on its next turn).  Never raises. */
+static void
+batch_queue(cf_state *st, cf_aionode *node, PyObject *how)
+{
+    cf_batch *b = node->batch;
+    PyObject *loop = node->loop;
     int schedule;
     Py_INCREF(b);
     CF_BEGIN_CRITICAL(b)
@@ -297,8 +311,7 @@ batch_post(cf_aionode *node)
         Py_INCREF(loop);
         PyObject *args[2] = {loop, (PyObject *)b};
         PyObject *r = PyObject_VectorcallMethod(
-            st->str_call_soon_threadsafe, args,
-            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            how, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         Py_DECREF(loop);
         if (r == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
             /* The loop is closed, as wrap_future's callback may find it:
@@ -1763,11 +1776,25 @@ loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     cf_store_relaxed(&aw->counted, 1);
     cf_fetch_add(&aw->node.batch->calls_running, 1);
     aw->registered = 1;
+    /* The call may have finished already (a pool's first submit waits for
+     * its new worker to start, and that worker may run it meanwhile):
+     * then our callback runs right here, on the loop's thread, where
+     * batch_post would complete the future at once, and a future that is
+     * done when run_in_executor returns is one asyncio never gives
+     * (wrap_future's completes on a later turn).  Registered as if
+     * polling, such a call is handed over and delivered on the loop's
+     * next turn (call_soon), as asyncio does. */
+    cf_store_relaxed(&aw->handoff, HANDOFF_SPIN);
     if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
         aw->registered = 0;
         awaiter_uncount(aw);
         Py_DECREF(aw);
         return NULL;
+    }
+    int registering = HANDOFF_SPIN;
+    if (!cf_atomic_cas_int(&aw->handoff, &registering, HANDOFF_NONE)) {
+        aw->spun = 1;           /* nothing left to poll for */
+        batch_queue(st, &aw->node, st->str_call_soon);
     }
     return (PyObject *)aw;
 }

@@ -117,6 +117,142 @@ def test_wait_for_timeout_cancels(installed, run):
     assert run(main) is True
 
 
+# ---- the first done-callback, before any await ----------------------------
+#
+# asyncio.shield(), gather(), wait() and a bare add_done_callback() add a
+# callback to run_in_executor's future before (or instead of) awaiting it;
+# with install() the loop may poll for a short call there (asgiref's
+# sync_to_async shields every call).  Whatever the poll does, the future
+# behaves as asyncio's: it is not done before the loop's next turn,
+# callbacks run from the loop with their context, in the order added, a
+# callback removed before completion never runs, and cancel() wins.
+# Many rounds of short calls, one at a time: the case that polls.
+
+ROUNDS = 100
+
+
+def test_first_callback_shield_one_at_a_time(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            out = []
+            for i in range(ROUNDS):
+                for ex in (None, pool):
+                    out.append(await asyncio.shield(
+                        loop.run_in_executor(ex, pow, 2, i % 8)))
+            gathered = [(await asyncio.gather(
+                loop.run_in_executor(None, abs, -i)))[0]
+                for i in range(ROUNDS)]
+            waited = 0
+            for _ in range(ROUNDS):
+                done, _ = await asyncio.wait(
+                    [loop.run_in_executor(pool, noop)])
+                waited += len(done)
+        return out, gathered, waited
+
+    assert run(main) == ([2 ** (i % 8) for i in range(ROUNDS)
+                          for _ in range(2)],
+                         list(range(ROUNDS)), ROUNDS)
+
+
+def test_first_callback_bare(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        for i in range(ROUNDS):
+            f = loop.run_in_executor(None, pow, 3, i % 5)
+            calls = []
+            ctx = contextvars.copy_context()
+            ctx.run(VAR.set, "given")
+            f.add_done_callback(lambda fut: calls.append(("a", fut.result(),
+                                                          VAR.get())))
+            # Nothing runs, and the future does not complete, inside a
+            # synchronous call.
+            after_add = (f.done(), list(calls))
+            f.add_done_callback(lambda fut: calls.append(("b", VAR.get())),
+                                context=ctx)
+            while not f.done():
+                await asyncio.sleep(0)
+            at_done = list(calls)       # run by the loop, after done()
+            await asyncio.sleep(0)
+            seen.append((after_add, at_done == calls or at_done == [],
+                         list(calls)))
+            f.add_done_callback(lambda fut: calls.append("late"))
+            assert calls[-1] != "late"  # call_soon, as for a done future
+            await asyncio.sleep(0)
+            assert calls[-1] == "late"
+        return seen
+
+    expect = [((False, []), True,
+               [("a", 3 ** (i % 5), "unset"), ("b", "given")])
+              for i in range(ROUNDS)]
+    assert run(main) == expect
+
+
+def test_first_callback_removed_before_completion(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        for i in range(ROUNDS):
+            f = loop.run_in_executor(None, noop)
+            calls = []
+
+            def first(fut):
+                calls.append("first")
+
+            def second(fut):
+                calls.append("second")
+
+            f.add_done_callback(first)
+            removed = f.remove_done_callback(first)
+            f.add_done_callback(first)
+            f.add_done_callback(second)
+            f.add_done_callback(first)
+            removed_again = f.remove_done_callback(first)
+            await f
+            await asyncio.sleep(0)
+            seen.append((removed, removed_again, list(calls)))
+        return seen
+
+    assert run(main) == [(1, 2, ["second"])] * ROUNDS
+
+
+def test_first_callback_then_cancel(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        for i in range(ROUNDS):
+            f = loop.run_in_executor(None, noop)
+            calls = []
+            f.add_done_callback(lambda fut: calls.append(fut.cancelled()))
+            cancelled = f.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            seen.append((cancelled, f.cancelled(), list(calls)))
+        return seen
+
+    assert run(main) == [(True, True, [True])] * ROUNDS
+
+
+def test_first_callback_shield_outer_cancelled(installed, run):
+    """asgiref's pattern: the task awaiting shield(f) is cancelled; f runs
+    on and is awaited afterwards."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = threading.Event()
+        f = loop.run_in_executor(None, lambda: gate.wait(10) and "ran")
+        task = asyncio.create_task(_await(asyncio.shield(f)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        state = (f.done(), f.cancelled())
+        gate.set()
+        return state, await f
+
+    assert run(main) == ((False, False), "ran")
+
+
 # ---- cancellation, both ways ----------------------------------------------
 
 def test_cancel_awaiting_task(installed, run):
