@@ -751,6 +751,7 @@ node_get_loop(PyObject *self, PyObject *unused)
 
 static int node_start(cf_state *st, cf_aionode *n, int may_spin);
 static int node_is_loop_future(cf_aionode *n);
+static int loopfuture_first_cb(cf_state *st, cf_aionode *n);
 
 /* add_done_callback(fn, *, context=None) */
 static PyObject *
@@ -785,8 +786,15 @@ node_add_done_callback(PyObject *self, PyObject *const *args,
      * start, so its completion is on its way through the batch, whose
      * flush runs this callback directly: no need to complete it here and
      * pay a loop.call_soon (a Handle) per callback, as gathering calls
-     * that finished already would. */
-    if (!node_is_loop_future(n) && node_start(st, n, 0) < 0) {
+     * that finished already would.  Its first callback, though, may be
+     * where the loop would poll on a first await (loopfuture_first_cb). */
+    if (node_is_loop_future(n)) {
+        if (n->cb0 == NULL && n->cbs == NULL
+            && loopfuture_first_cb(st, n) < 0) {
+            return NULL;
+        }
+    }
+    else if (node_start(st, n, 0) < 0) {
         return NULL;
     }
     if (node_lstate(n) != LS_PENDING) {
@@ -1528,6 +1536,48 @@ awaiter_spin(cf_awaiter *aw)
     int done = handed || cf_future_is_done(f);
     spin_account(aw->node.batch, done);
     return done;
+}
+
+/* The first done-callback of run_in_executor's result, before any
+ * await: asyncio.shield(), asyncio.wait() or a bare add_done_callback
+ * (asgiref's sync_to_async shields every call).  There the Task awaits
+ * another future and never polls ours, so each call would cost the
+ * worker's post and the loop's selector wakeup.  Poll here instead, as
+ * the first await does (awaiter_start) and under the same conditions
+ * (on the loop's own thread, nothing else for it to do, the back-off
+ * after misses).  A call the worker hands over in time is not completed
+ * here: that would make done() turn true, and a remove_done_callback()
+ * find nothing to remove, in the middle of synchronous code, which no
+ * asyncio future does.  It is queued on the batch with call_soon
+ * instead of the worker's call_soon_threadsafe: completed, its
+ * callbacks run, on the loop's next turn, as asyncio's own completion
+ * would be, minus the selector wakeup.  The poll is spent either way: a
+ * later await does not poll again. */
+static int
+loopfuture_first_cb(cf_state *st, cf_aionode *n)
+{
+    cf_awaiter *aw = (cf_awaiter *)n;
+    if (aw->spun || node_lstate(&aw->node) != LS_PENDING
+        || cf_future_is_done(aw->future)) {
+        return 0;
+    }
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    int own = loop == aw->node.loop;
+    Py_DECREF(loop);
+    if (!own) {
+        return 0;
+    }
+    aw->spun = 1;
+    if (spin_worthwhile(aw->node.batch, 1) && awaiter_spin(aw)
+        && cf_atomic_load_int(&aw->handoff) == HANDOFF_DONE) {
+        /* Handed over: the worker posts nothing.  (A call that finished
+         * without the handover is posted by its worker.) */
+        batch_queue(st, n, st->str_call_soon);
+    }
+    return 0;
 }
 
 static int
