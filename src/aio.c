@@ -1789,21 +1789,28 @@ static PyType_Spec loopfuture_spec = {
     .slots = loopfuture_slots,
 };
 
-/* _loop_future(loop, future): `future` (what executor.submit returned)
- * as an asyncio future of `loop`, or None if it is not a cfutures future
- * (the caller then uses asyncio.wrap_future). */
+/* _loop_future(loop, future, done_at_once): `future` (what
+ * executor.submit returned) as an asyncio future of `loop`, or None if it
+ * is not a cfutures future (the caller then uses asyncio.wrap_future).
+ * `done_at_once`: whether this interpreter's wrap_future completes its
+ * future at once when the call finished before it was wrapped (3.13's
+ * does, on the loop's thread; 3.11's completes it on a later turn). */
 static PyObject *
 loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     cf_state *st = cf_get_state(module);
-    if (nargs != 2) {
+    if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError,
-                        "_loop_future() takes exactly 2 arguments");
+                        "_loop_future() takes exactly 3 arguments");
         return NULL;
     }
     PyObject *loop = args[0], *fut = args[1];
     if (!cf_future_check(st, fut)) {
         Py_RETURN_NONE;
+    }
+    int done_at_once = PyObject_IsTrue(args[2]);
+    if (done_at_once < 0) {
+        return NULL;
     }
     cf_awaiter *aw = PyObject_GC_New(cf_awaiter, st->loopfuture_type);
     if (aw == NULL) {
@@ -1829,12 +1836,12 @@ loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* The call may have finished already (a pool's first submit waits for
      * its new worker to start, and that worker may run it meanwhile):
      * then our callback runs right here, on the loop's thread, where
-     * batch_post would complete the future at once, and a future that is
-     * done when run_in_executor returns is one asyncio never gives
-     * (wrap_future's completes on a later turn).  Registered as if
-     * polling, such a call is handed over and delivered on the loop's
-     * next turn (call_soon), as asyncio does. */
-    cf_store_relaxed(&aw->handoff, HANDOFF_SPIN);
+     * batch_post completes the future at once, as 3.13's wrap_future
+     * does.  Where wrap_future's future completes on a later turn
+     * instead, registered as if polling, such a call is handed over and
+     * delivered on the loop's next turn (call_soon). */
+    cf_store_relaxed(&aw->handoff, done_at_once ? HANDOFF_NONE
+                                                : HANDOFF_SPIN);
     if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
         aw->registered = 0;
         awaiter_uncount(aw);
@@ -1842,7 +1849,8 @@ loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int registering = HANDOFF_SPIN;
-    if (!cf_atomic_cas_int(&aw->handoff, &registering, HANDOFF_NONE)) {
+    if (!done_at_once
+        && !cf_atomic_cas_int(&aw->handoff, &registering, HANDOFF_NONE)) {
         aw->spun = 1;           /* nothing left to poll for */
         batch_queue(st, &aw->node, st->str_call_soon);
     }
