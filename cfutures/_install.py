@@ -39,6 +39,22 @@ _loop_future = _cfutures._loop_future
 _iscoroutine = asyncio.iscoroutine
 _iscoroutinefunction = inspect.iscoroutinefunction
 
+
+
+def _wrap_future_done_at_once():
+    # Whether asyncio.wrap_future, on this interpreter, completes its future
+    # at once when the wrapped call finished before it was wrapped and we
+    # are on the loop's thread (CPython 3.13's _chain_future checks the
+    # running loop; 3.11's always goes through call_soon_threadsafe, so its
+    # future is done on a later turn at the earliest).  Read from the code
+    # itself, not the version, so that backports are followed too.
+    for const in asyncio.futures._chain_future.__code__.co_consts:
+        if getattr(const, "co_name", None) == "_call_set_state":
+            return "_get_running_loop" in const.co_names
+    return False
+
+
+_DONE_AT_ONCE = _wrap_future_done_at_once()
 _MISSING = object()
 _lock = threading.Lock()
 _patches: list = []          # (namespace, name, previous value or _MISSING)
@@ -65,7 +81,8 @@ def _asyncio_run_in_executor(self, executor, func, *args):
             or not isinstance(executor, _Pool)):
         return _ORIG_RUN_IN_EXECUTOR(self, executor, func, *args)
     fut = executor.submit(func, *args)
-    return _loop_future(self, fut) or _wrap_future(fut, loop=self)
+    return (_loop_future(self, fut, _DONE_AT_ONCE)
+            or _wrap_future(fut, loop=self))
 
 
 def _asyncio_set_default_executor(self, executor):
@@ -103,7 +120,8 @@ def _uvloop_run_in_executor(self, executor, func, *args):
     if not isinstance(executor, _Pool):
         return base.run_in_executor(self, executor, func, *args)
     fut = executor.submit(func, *args)
-    return _loop_future(self, fut) or _wrap_future(fut, loop=self)
+    return (_loop_future(self, fut, _DONE_AT_ONCE)
+            or _wrap_future(fut, loop=self))
 
 
 def _plainly_not_coroutine(func):

@@ -75,6 +75,9 @@ struct cf_batch {
     /* For the loop-side spin of to_thread calls (aiocall_spin), used on
      * the loop thread only, except calls_running: */
     PyObject *ready;              /* loop._ready (asyncio), or NULL */
+    PyObject *self_reader;        /* the function of the loop's
+                                     _read_from_self (asyncio's selector
+                                     loops), or NULL */
     Py_ssize_t calls_running;     /* submitted calls not yet run; atomic
                                      (workers uncount theirs) */
     int spin_skip;                /* spins still to skip after a miss */
@@ -245,6 +248,8 @@ batch_flush(PyObject *self, PyObject *const *args, size_t nargsf,
     Py_RETURN_NONE;
 }
 
+static void batch_queue(cf_state *st, cf_aionode *node, PyObject *how);
+
 /* Post a finished node to its loop, from any thread, GIL held.  Never
  * raises: it runs inside a future's done-callbacks or a pool worker. */
 static void
@@ -274,6 +279,18 @@ batch_post(cf_aionode *node)
             return;
         }
     }
+    batch_queue(st, node, st->str_call_soon_threadsafe);
+}
+
+/* Queue the node on its batch and, if no flush is on its way, schedule
+ * one with loop.<how>(batch): call_soon_threadsafe from a worker,
+ * call_soon on the loop's own thread (no self-pipe write: the loop runs
+ * it on its next turn).  Never raises. */
+static void
+batch_queue(cf_state *st, cf_aionode *node, PyObject *how)
+{
+    cf_batch *b = node->batch;
+    PyObject *loop = node->loop;
     int schedule;
     Py_INCREF(b);
     CF_BEGIN_CRITICAL(b)
@@ -297,8 +314,7 @@ batch_post(cf_aionode *node)
         Py_INCREF(loop);
         PyObject *args[2] = {loop, (PyObject *)b};
         PyObject *r = PyObject_VectorcallMethod(
-            st->str_call_soon_threadsafe, args,
-            2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            how, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         Py_DECREF(loop);
         if (r == NULL && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
             /* The loop is closed, as wrap_future's callback may find it:
@@ -329,6 +345,7 @@ batch_traverse(cf_batch *b, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(b));
     Py_VISIT(b->loop_ref);
     Py_VISIT(b->ready);
+    Py_VISIT(b->self_reader);
     for (cf_aionode *n = b->head; n != NULL; n = n->next) {
         Py_VISIT(n);
     }
@@ -340,6 +357,7 @@ batch_clear(cf_batch *b)
 {
     Py_CLEAR(b->loop_ref);
     Py_CLEAR(b->ready);
+    Py_CLEAR(b->self_reader);
     release_nodes(batch_take(b));
     return 0;
 }
@@ -425,6 +443,7 @@ get_batch(cf_state *st, PyObject *loop)
     b->head = b->tail = NULL;
     b->scheduled = 0;
     b->ready = NULL;
+    b->self_reader = NULL;
     b->calls_running = 0;
     b->spin_skip = b->spin_backoff = 0;
     /* Weak: the cache must not keep a finished loop alive.  Bound nodes
@@ -446,6 +465,21 @@ get_batch(cf_state *st, PyObject *loop)
     if (cf_getattr_optional(loop, st->str__ready, &b->ready) < 0) {
         Py_DECREF(b);
         return NULL;
+    }
+    if (b->ready != NULL) {
+        /* What drains its self-pipe (ready_only_self_reader). */
+        PyObject *name = PyUnicode_FromString("_read_from_self");
+        PyObject *m = NULL;
+        if (name == NULL || cf_getattr_optional(loop, name, &m) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(b);
+            return NULL;
+        }
+        Py_DECREF(name);
+        if (m != NULL && PyMethod_Check(m)) {
+            b->self_reader = Py_NewRef(PyMethod_GET_FUNCTION(m));
+        }
+        Py_XDECREF(m);
     }
     /* Replacing the previous loop's batch is safe: its bound nodes and a
      * scheduled flush hold it. */
@@ -738,6 +772,7 @@ node_get_loop(PyObject *self, PyObject *unused)
 
 static int node_start(cf_state *st, cf_aionode *n, int may_spin);
 static int node_is_loop_future(cf_aionode *n);
+static int loopfuture_first_cb(cf_state *st, cf_aionode *n);
 
 /* add_done_callback(fn, *, context=None) */
 static PyObject *
@@ -772,8 +807,15 @@ node_add_done_callback(PyObject *self, PyObject *const *args,
      * start, so its completion is on its way through the batch, whose
      * flush runs this callback directly: no need to complete it here and
      * pay a loop.call_soon (a Handle) per callback, as gathering calls
-     * that finished already would. */
-    if (!node_is_loop_future(n) && node_start(st, n, 0) < 0) {
+     * that finished already would.  Its first callback, though, may be
+     * where the loop would poll on a first await (loopfuture_first_cb). */
+    if (node_is_loop_future(n)) {
+        if (n->cb0 == NULL && n->cbs == NULL
+            && loopfuture_first_cb(st, n) < 0) {
+            return NULL;
+        }
+    }
+    else if (node_start(st, n, 0) < 0) {
         return NULL;
     }
     if (node_lstate(n) != LS_PENDING) {
@@ -1517,6 +1559,48 @@ awaiter_spin(cf_awaiter *aw)
     return done;
 }
 
+/* The first done-callback of run_in_executor's result, before any
+ * await: asyncio.shield(), asyncio.wait() or a bare add_done_callback
+ * (asgiref's sync_to_async shields every call).  There the Task awaits
+ * another future and never polls ours, so each call would cost the
+ * worker's post and the loop's selector wakeup.  Poll here instead, as
+ * the first await does (awaiter_start) and under the same conditions
+ * (on the loop's own thread, nothing else for it to do, the back-off
+ * after misses).  A call the worker hands over in time is not completed
+ * here: that would make done() turn true, and a remove_done_callback()
+ * find nothing to remove, in the middle of synchronous code, which no
+ * asyncio future does.  It is queued on the batch with call_soon
+ * instead of the worker's call_soon_threadsafe: completed, its
+ * callbacks run, on the loop's next turn, as asyncio's own completion
+ * would be, minus the selector wakeup.  The poll is spent either way: a
+ * later await does not poll again. */
+static int
+loopfuture_first_cb(cf_state *st, cf_aionode *n)
+{
+    cf_awaiter *aw = (cf_awaiter *)n;
+    if (aw->spun || node_lstate(&aw->node) != LS_PENDING
+        || cf_future_is_done(aw->future)) {
+        return 0;
+    }
+    PyObject *loop = running_loop(st, 0);
+    if (loop == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    int own = loop == aw->node.loop;
+    Py_DECREF(loop);
+    if (!own) {
+        return 0;
+    }
+    aw->spun = 1;
+    if (spin_worthwhile(aw->node.batch, 1) && awaiter_spin(aw)
+        && cf_atomic_load_int(&aw->handoff) == HANDOFF_DONE) {
+        /* Handed over: the worker posts nothing.  (A call that finished
+         * without the handover is posted by its worker.) */
+        batch_queue(st, n, st->str_call_soon);
+    }
+    return 0;
+}
+
 static int
 awaiter_start(cf_state *st, cf_awaiter *aw, int may_spin)
 {
@@ -1726,21 +1810,28 @@ static PyType_Spec loopfuture_spec = {
     .slots = loopfuture_slots,
 };
 
-/* _loop_future(loop, future): `future` (what executor.submit returned)
- * as an asyncio future of `loop`, or None if it is not a cfutures future
- * (the caller then uses asyncio.wrap_future). */
+/* _loop_future(loop, future, done_at_once): `future` (what
+ * executor.submit returned) as an asyncio future of `loop`, or None if it
+ * is not a cfutures future (the caller then uses asyncio.wrap_future).
+ * `done_at_once`: whether this interpreter's wrap_future completes its
+ * future at once when the call finished before it was wrapped (3.13's
+ * does, on the loop's thread; 3.11's completes it on a later turn). */
 static PyObject *
 loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     cf_state *st = cf_get_state(module);
-    if (nargs != 2) {
+    if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError,
-                        "_loop_future() takes exactly 2 arguments");
+                        "_loop_future() takes exactly 3 arguments");
         return NULL;
     }
     PyObject *loop = args[0], *fut = args[1];
     if (!cf_future_check(st, fut)) {
         Py_RETURN_NONE;
+    }
+    int done_at_once = PyObject_IsTrue(args[2]);
+    if (done_at_once < 0) {
+        return NULL;
     }
     cf_awaiter *aw = PyObject_GC_New(cf_awaiter, st->loopfuture_type);
     if (aw == NULL) {
@@ -1763,11 +1854,26 @@ loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     cf_store_relaxed(&aw->counted, 1);
     cf_fetch_add(&aw->node.batch->calls_running, 1);
     aw->registered = 1;
+    /* The call may have finished already (a pool's first submit waits for
+     * its new worker to start, and that worker may run it meanwhile):
+     * then our callback runs right here, on the loop's thread, where
+     * batch_post completes the future at once, as 3.13's wrap_future
+     * does.  Where wrap_future's future completes on a later turn
+     * instead, registered as if polling, such a call is handed over and
+     * delivered on the loop's next turn (call_soon). */
+    cf_store_relaxed(&aw->handoff, done_at_once ? HANDOFF_NONE
+                                                : HANDOFF_SPIN);
     if (cf_future_add_done_callback(aw->future, (PyObject *)aw) < 0) {
         aw->registered = 0;
         awaiter_uncount(aw);
         Py_DECREF(aw);
         return NULL;
+    }
+    int registering = HANDOFF_SPIN;
+    if (!done_at_once
+        && !cf_atomic_cas_int(&aw->handoff, &registering, HANDOFF_NONE)) {
+        aw->spun = 1;           /* nothing left to poll for */
+        batch_queue(st, &aw->node, st->str_call_soon);
     }
     return (PyObject *)aw;
 }
@@ -2199,10 +2305,41 @@ pick_default_executor(cf_state *st, PyObject *loop)
     return ex;
 }
 
+/* Whether the one handle in asyncio's ready queue only drains the loop's
+ * self-pipe (_read_from_self).  That is no work to wait for, and it is
+ * there whenever the loop woke up for a worker's call_soon_threadsafe:
+ * counting it as work meant that once a call went that way, the next one,
+ * started from that very turn, skipped its poll and went that way too,
+ * and so on for good (aiofiles one at a time: 120 instead of 40 us a
+ * file). */
+static int
+ready_only_self_reader(cf_batch *b)
+{
+    if (b->self_reader == NULL) {
+        return 0;
+    }
+    PyObject *h = PySequence_GetItem(b->ready, 0);
+    if (h == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *cb = PyObject_GetAttrString(h, "_callback");
+    Py_DECREF(h);
+    if (cb == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int r = PyMethod_Check(cb)
+            && PyMethod_GET_FUNCTION(cb) == b->self_reader;
+    Py_DECREF(cb);
+    return r;
+}
+
 /* Whether the loop thread should poll for the call it is about to
  * submit: only when nothing else could use the loop meanwhile (no other
- * call of ours pending on it, asyncio's ready queue empty), and not right
- * after polls that missed (calls that take longer than a poll). */
+ * call of ours pending on it, asyncio's ready queue empty but for the
+ * self-pipe's drain), and not right after polls that missed (calls that
+ * take longer than a poll). */
 static int
 spin_worthwhile(cf_batch *b, Py_ssize_t own)
 {
@@ -2218,7 +2355,7 @@ spin_worthwhile(cf_batch *b, Py_ssize_t own)
         if (n < 0) {
             PyErr_Clear();      /* not a queue we can read: don't poll */
         }
-        return n == 0;
+        return n == 0 || (n == 1 && ready_only_self_reader(b));
     }
     return 1;
 }

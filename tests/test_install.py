@@ -117,6 +117,202 @@ def test_wait_for_timeout_cancels(installed, run):
     assert run(main) is True
 
 
+# ---- the first done-callback, before any await ----------------------------
+#
+# asyncio.shield(), gather(), wait() and a bare add_done_callback() add a
+# callback to run_in_executor's future before (or instead of) awaiting it;
+# with install() the loop may poll for a short call there (asgiref's
+# sync_to_async shields every call).  Whatever the poll does, the future
+# behaves as asyncio's: pending when returned, it stays so until the
+# loop's next turn, callbacks run from the loop with their context, in the
+# order added, a callback removed before completion never runs, and
+# cancel() wins.  (On 3.13, asyncio's own future may be done when
+# run_in_executor returns: see _check_done_at_once.)
+# Many rounds of short calls, one at a time: the case that polls.
+
+ROUNDS = 100
+
+
+def _done_at_once():
+    """Whether this interpreter's wrap_future completes its future at once
+    when the call finished before it was wrapped, on the loop's thread
+    (3.13's does; 3.11's completes it on a later turn)."""
+    for const in asyncio.futures._chain_future.__code__.co_consts:
+        if getattr(const, "co_name", None) == "_call_set_state":
+            return "_get_running_loop" in const.co_names
+    return False
+
+
+def _check_done_at_once(seen):
+    """seen: rounds that start with whether run_in_executor's future was
+    done when returned.  Where wrap_future completes on a later turn it
+    never is; where it completes at once on the loop's thread (3.13), it
+    is when the worker ran the call before it was wrapped, and the rest
+    of the round follows from that, as for the interpreter's asyncio."""
+    if not _done_at_once():
+        assert {r[0] for r in seen} == {False}
+
+
+def test_first_callback_shield_one_at_a_time(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            out = []
+            for i in range(ROUNDS):
+                for ex in (None, pool):
+                    out.append(await asyncio.shield(
+                        loop.run_in_executor(ex, pow, 2, i % 8)))
+            gathered = [(await asyncio.gather(
+                loop.run_in_executor(None, abs, -i)))[0]
+                for i in range(ROUNDS)]
+            waited = 0
+            for _ in range(ROUNDS):
+                done, _ = await asyncio.wait(
+                    [loop.run_in_executor(pool, noop)])
+                waited += len(done)
+        return out, gathered, waited
+
+    assert run(main) == ([2 ** (i % 8) for i in range(ROUNDS)
+                          for _ in range(2)],
+                         list(range(ROUNDS)), ROUNDS)
+
+
+def test_first_callback_bare(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, noop)    # a started pool
+        seen = []
+        for i in range(ROUNDS):
+            f = loop.run_in_executor(None, pow, 3, i % 5)
+            done0 = f.done()            # see _check_done_at_once
+            calls = []
+            ctx = contextvars.copy_context()
+            ctx.run(VAR.set, "given")
+            f.add_done_callback(lambda fut: calls.append(("a", fut.result(),
+                                                          VAR.get())))
+            # Nothing runs, and the future does not complete, inside a
+            # synchronous call.
+            after_add = (f.done(), list(calls))
+            f.add_done_callback(lambda fut: calls.append(("b", VAR.get())),
+                                context=ctx)
+            while not f.done():
+                await asyncio.sleep(0)
+            at_done = list(calls)       # run by the loop, after done()
+            await asyncio.sleep(0)
+            seen.append((done0, after_add,
+                         at_done == calls or at_done == [], list(calls)))
+            f.add_done_callback(lambda fut: calls.append("late"))
+            assert calls[-1] != "late"  # call_soon, as for a done future
+            await asyncio.sleep(0)
+            assert calls[-1] == "late"
+        return seen
+
+    seen = run(main)
+    _check_done_at_once(seen)
+    assert seen == [(done0, (done0, []), True,
+                     [("a", 3 ** (i % 5), "unset"), ("b", "given")])
+                    for i, (done0, *_) in enumerate(seen)]
+
+
+def test_first_callback_removed_before_completion(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, noop)    # a started pool
+        seen = []
+        for i in range(ROUNDS):
+            f = loop.run_in_executor(None, noop)
+            done0 = f.done()
+            calls = []
+
+            def first(fut):
+                calls.append("first")
+
+            def second(fut):
+                calls.append("second")
+
+            f.add_done_callback(first)
+            removed = f.remove_done_callback(first)
+            f.add_done_callback(first)
+            f.add_done_callback(second)
+            f.add_done_callback(first)
+            removed_again = f.remove_done_callback(first)
+            await f
+            await asyncio.sleep(0)
+            seen.append((done0, removed, removed_again, list(calls)))
+        return seen
+
+    seen = run(main)
+    _check_done_at_once(seen)
+    assert seen == [(True, 0, 0, ["first", "first", "second", "first"])
+                    if done0 else (False, 1, 2, ["second"])
+                    for done0, *_ in seen]
+
+
+def test_first_callback_then_cancel(installed, run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, noop)    # a started pool
+        seen = []
+        for i in range(ROUNDS):
+            f = loop.run_in_executor(None, noop)
+            done0 = f.done()
+            calls = []
+            f.add_done_callback(lambda fut: calls.append(fut.cancelled()))
+            cancelled = f.cancel()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            seen.append((done0, cancelled, f.cancelled(), list(calls)))
+        return seen
+
+    seen = run(main)
+    _check_done_at_once(seen)
+    assert seen == [(True, False, False, [False]) if done0
+                    else (False, True, True, [True]) for done0, *_ in seen]
+
+
+def test_first_call_of_a_new_pool(installed, run):
+    """A pool's first submit waits for its new worker to start, which may
+    run the call meanwhile: the future run_in_executor returns is then
+    done at once only where the interpreter's asyncio does that."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        for _ in range(20):
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                f = loop.run_in_executor(pool, noop)
+                done = f.done()
+                calls = []
+                f.add_done_callback(calls.append)
+                removed = f.remove_done_callback(calls.append)
+                await f
+                await asyncio.sleep(0)
+                seen.append((done, removed, len(calls)))
+        return seen
+
+    seen = run(main)
+    _check_done_at_once(seen)
+    assert all(s in [(False, 1, 0), (True, 0, 1)] for s in seen), seen
+
+
+def test_first_callback_shield_outer_cancelled(installed, run):
+    """asgiref's pattern: the task awaiting shield(f) is cancelled; f runs
+    on and is awaited afterwards."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = threading.Event()
+        f = loop.run_in_executor(None, lambda: gate.wait(10) and "ran")
+        task = asyncio.create_task(_await(asyncio.shield(f)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        state = (f.done(), f.cancelled())
+        gate.set()
+        return state, await f
+
+    assert run(main) == ((False, False), "ran")
+
+
 # ---- cancellation, both ways ----------------------------------------------
 
 def test_cancel_awaiting_task(installed, run):
