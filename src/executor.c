@@ -1584,11 +1584,9 @@ mapiter_next(cf_mapiter *mi)
     if (st == NULL || mapiter_enter(mi) < 0) {
         return NULL;
     }
-    /* Owned: a result's release may drop the last other reference. */
-    Py_INCREF(mi);
+    /* The caller of tp_iternext holds a reference to mi. */
     PyObject *r = mapiter_next_impl(mi, st);
     cf_store_release(&mi->running, 0);
-    Py_DECREF(mi);
     return r;
 }
 
