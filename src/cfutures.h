@@ -88,8 +88,10 @@ typedef struct {
     PyObject *switch_point;           /* a no-op Python function: calling it
                                          runs the eval breaker (GIL hand-off,
                                          3.12+ GC) between C-only tasks */
-    struct cf_pool *pools;            /* every live pool (fork, exit) */
-    int interp_shutdown;              /* threading atexit has run */
+    struct cf_pool *pools;            /* every live pool (fork, exit);
+                                         under `lock` */
+    int interp_shutdown;              /* threading atexit has run; atomic
+                                         (release store, acquire load) */
 
     /* wait.c: the waiter cfutures.wait()/as_completed() put in a
      * concurrent.futures.Future's _waiters, and the names they use on it. */

@@ -7,8 +7,11 @@
  *
  * - A pool (the `_work_queue` object) is the shared core: a queue of work
  *   items in linked chunks, the worker threads, the idle workers, the
- *   shutdown/broken state.  Every field changes with the GIL held, so the
- *   queue needs no lock of its own.
+ *   shutdown/broken state.  Its fields are guarded by the pool's critical
+ *   section (a no-op with the GIL; README "Concurrency model"): a pop and
+ *   the decision to sleep happen in one section, and so do submit's
+ *   shutdown checks and its push, so no item is queued that no worker
+ *   will run, and no worker sleeps past a push or a stop.
  * - A worker that holds the GIL runs queued items back to back in C.  It
  *   sleeps on its own cf_event only when the queue is empty, and a submit
  *   pays a wakeup (a futex) only when the queue holds more items than
@@ -59,12 +62,20 @@ typedef struct cf_worker {
     int in_idle;
 } cf_worker;
 
+/* Guards: everything below is read and written in the pool's critical
+ * section, except where a field says otherwise. */
 typedef struct cf_pool {
     PyObject_HEAD
     cf_state *st;
     PyObject *module;           /* keeps st's memory alive until dealloc */
-    struct cf_pool *prev_pool;  /* st->pools list */
+    PyObject *weakreflist;
+    /* The registry (st->pools), under st->lock.  selfref, a weak
+     * reference to this pool, is how a walker of the registry takes a
+     * strong reference: the pool itself may be in its dealloc, waiting
+     * for st->lock to unlink itself. */
+    struct cf_pool *prev_pool;
     struct cf_pool *next_pool;
+    PyObject *selfref;
     cf_chunk *head;             /* pop from head[head_i] */
     cf_chunk *tail;             /* push at tail[tail_i] */
     cf_chunk *spare;
@@ -73,18 +84,24 @@ typedef struct cf_pool {
     Py_ssize_t count;           /* queued items */
     cf_worker *idle;            /* sleeping workers, most recent first */
     Py_ssize_t max_workers;
-    Py_ssize_t n_starting;      /* threads in Thread.start() right now */
+    Py_ssize_t n_workers;       /* threads in `threads` plus n_starting:
+                                   what max_workers bounds */
+    Py_ssize_t n_starting;      /* reserved by a submit, not yet in
+                                   `threads` (Thread() and start()) */
     Py_ssize_t n_waking;        /* woken, not yet holding the GIL again */
     PyObject *threads;          /* set of threading.Thread */
     PyObject *broken;           /* NULL, or the message (str) */
     int spinning;               /* a worker polls before sleeping */
     cf_worker *spinner;         /* that worker while it polls, or NULL */
     Py_ssize_t n_returning;     /* workers only posting a finished
-                                   to_thread call (cf_worker_returning) */
+                                   to_thread call (cf_worker_returning);
+                                   atomic (cf_fetch_add), read relaxed
+                                   in the critical section as a hint */
     int shutdown;               /* executor._shutdown */
     int stop;                   /* workers exit once the queue is empty */
     Py_ssize_t handles;         /* executors on this pool (copy.copy makes
-                                   more); the last one gone stops it */
+                                   more); the last one gone stops it;
+                                   atomic */
 } cf_pool;
 
 static int
@@ -190,7 +207,7 @@ pool_wake_one(cf_pool *p)
 static int
 pool_cover(cf_pool *p)
 {
-    if (p->count <= p->n_waking + p->n_returning) {
+    if (p->count <= p->n_waking + cf_load_relaxed(&p->n_returning)) {
         return 1;
     }
     if (p->idle != NULL) {
@@ -366,22 +383,38 @@ run_item(cf_pool *p, cf_item *it)
     item_clear(it);
 }
 
+/* Flag the pool broken, then fail what is queued.  Set in the section a
+ * submit checks before its push: every item pushed before it is failed by
+ * the drain below, every submit after it raises. */
 static void
 pool_initializer_failed(cf_pool *p)
 {
-    if (p->broken == NULL) {
-        p->broken = PyUnicode_FromString(
-            "A thread initializer failed, the thread pool is not usable "
-            "anymore");
-        if (p->broken == NULL) {
-            PyErr_WriteUnraisable((PyObject *)p);
-            return;
-        }
+    PyObject *msg = PyUnicode_FromString(
+        "A thread initializer failed, the thread pool is not usable "
+        "anymore");
+    if (msg == NULL) {
+        PyErr_WriteUnraisable((PyObject *)p);
+        return;
     }
-    cf_item it;
-    while (pool_pop(p, &it)) {
+    PyObject *broken;
+    CF_BEGIN_CRITICAL(p)
+    if (p->broken == NULL) {
+        p->broken = Py_NewRef(msg);
+    }
+    broken = Py_NewRef(p->broken);
+    CF_END_CRITICAL()
+    Py_DECREF(msg);
+    for (;;) {
+        cf_item it;
+        int got;
+        CF_BEGIN_CRITICAL(p)
+        got = pool_pop(p, &it);
+        CF_END_CRITICAL()
+        if (!got) {
+            break;
+        }
         PyObject *exc = PyObject_CallOneArg(p->st->BrokenThreadPool,
-                                            p->broken);
+                                            broken);
         if (exc == NULL
             || cf_future_set_exception((cf_future *)it.future, exc) < 0) {
             PyErr_WriteUnraisable((PyObject *)p);
@@ -389,6 +422,7 @@ pool_initializer_failed(cf_pool *p)
         Py_XDECREF(exc);
         item_clear(&it);
     }
+    Py_DECREF(broken);
 }
 
 #define CF_SPIN_NS 30000
@@ -469,8 +503,18 @@ cf_worker_returning(void)
     cf_pool *p = current_pool;
     if (p != NULL && !current_returning) {
         current_returning = 1;
-        p->n_returning++;
+        (void)cf_fetch_add(&p->n_returning, 1);
     }
+}
+
+static Py_ssize_t
+pool_n_starting(cf_pool *p)
+{
+    Py_ssize_t n;
+    CF_BEGIN_CRITICAL(p)
+    n = p->n_starting;
+    CF_END_CRITICAL()
+    return n;
 }
 
 /* Remove the calling thread from p->threads. */
@@ -488,7 +532,7 @@ worker_uncount(cf_pool *p)
     int found = 0;
     while (me != NULL && p->threads != NULL
            && (found = PySet_Contains(p->threads, me)) == 0
-           && p->n_starting > 0) {
+           && pool_n_starting(p) > 0) {
         PyObject *r = PyObject_CallFunction(p->st->time_sleep, "d", 0.001);
         if (r == NULL) {
             found = -1;
@@ -496,9 +540,15 @@ worker_uncount(cf_pool *p)
         }
         Py_DECREF(r);
     }
+    int gone = 0;
     if (me == NULL || p->threads == NULL || found < 0
-        || PySet_Discard(p->threads, me) < 0) {
+        || (gone = PySet_Discard(p->threads, me)) < 0) {
         PyErr_WriteUnraisable((PyObject *)p);
+    }
+    if (gone == 1) {
+        CF_BEGIN_CRITICAL(p)
+        p->n_workers--;
+        CF_END_CRITICAL()
     }
     Py_XDECREF(me);
     Py_XDECREF(threading);
@@ -567,15 +617,44 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         log_critical(st, "Exception in worker");
     }
     unsigned int n = 0;
+    int stopping = 0;
     for (;;) {
         cf_item it;
-        int got;
+        int got, spin = 0;
+        /* Pop, or else register to sleep, in one section that also reads
+         * `stop`: a submit's push or a pool_stop then comes either before
+         * it (the pop finds the item, or the worker leaves) or after it
+         * (and finds this worker on the idle stack to wake). */
         CF_BEGIN_CRITICAL(p)
         got = pool_pop(p, &it);
-        if (got && p->count > 0) {
-            /* More work than this worker: work that releases the GIL
-             * spreads over the pool. */
-            (void)pool_cover(p);
+        if (got) {
+            if (p->count > 0) {
+                /* More work than this worker: work that releases the GIL
+                 * spreads over the pool. */
+                (void)pool_cover(p);
+            }
+        }
+        else if (p->stop || no_event) {
+            stopping = p->stop;
+        }
+        else {
+            /* Nothing queued: sleep until a submit pops us off the idle
+             * stack (one futex then, none while the queue is busy). */
+            w.prev = NULL;
+            w.next = p->idle;
+            if (p->idle != NULL) {
+                p->idle->prev = &w;
+            }
+            p->idle = &w;
+            w.in_idle = 1;
+            if (!p->spinning) {
+                /* One worker at a time polls briefly before it sleeps: a
+                 * submit that follows soon after (the one-at-a-time round
+                 * trip) then costs no futex and no wakeup latency. */
+                p->spinning = 1;
+                p->spinner = &w;      /* pool_wake_one prefers it */
+                spin = 1;
+            }
         }
         CF_END_CRITICAL()
         if (got) {
@@ -584,7 +663,7 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
             current_pool = NULL;
             if (current_returning) {
                 current_returning = 0;
-                p->n_returning--;
+                (void)cf_fetch_add(&p->n_returning, -1);
             }
             if (current_orphan) {
                 break;
@@ -594,31 +673,19 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
             }
             continue;
         }
-        if (p->stop || no_event) {
+        if (stopping || no_event) {
             break;
         }
-        /* Nothing queued: sleep until a submit pops us off the idle
-         * stack (one futex then, none while the queue is busy). */
-        CF_BEGIN_CRITICAL(p)
-        w.prev = NULL;
-        w.next = p->idle;
-        if (p->idle != NULL) {
-            p->idle->prev = &w;
-        }
-        p->idle = &w;
-        w.in_idle = 1;
-        CF_END_CRITICAL()
-        if (!p->spinning) {
-            /* One worker at a time polls briefly before it sleeps: a
-             * submit that follows soon after (the one-at-a-time round
-             * trip) then costs no futex and no wakeup latency. */
-            p->spinning = 1;
-            p->spinner = &w;      /* pool_wake_one prefers it */
+        if (spin) {
             Py_BEGIN_ALLOW_THREADS
             spin_until_set(&w.ev);
             Py_END_ALLOW_THREADS
+            CF_BEGIN_CRITICAL(p)
             p->spinning = 0;
-            p->spinner = NULL;
+            if (p->spinner == &w) {
+                p->spinner = NULL;
+            }
+            CF_END_CRITICAL()
         }
         int r = cf_event_wait(&w.ev, -1);
         CF_BEGIN_CRITICAL(p)
@@ -636,20 +703,29 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
     }
+    if (!stopping) {
+        CF_BEGIN_CRITICAL(p)
+        stopping = p->stop;
+        CF_END_CRITICAL()
+    }
     if (current_orphan) {
         /* Nothing to flag: the pool is the parent's. */
     }
-    else if (no_event && !p->stop) {
+    else if (no_event && !stopping) {
         /* Leaving early, not because the pool stops: stop being counted,
          * so that a submit starts a worker in this one's place (counted,
          * it kept the pool below max_workers forever), and hand what is
          * queued to a sleeping worker, if any. */
         worker_uncount(p);
+        CF_BEGIN_CRITICAL(p)
         (void)pool_cover(p);
+        CF_END_CRITICAL()
     }
     else {
         /* As the stdlib's worker: flag the executor as shutting down. */
+        CF_BEGIN_CRITICAL(p)
         p->shutdown = 1;
+        CF_END_CRITICAL()
     }
     cf_event_fini(&w.ev);
     Py_DECREF(p);
@@ -677,11 +753,12 @@ pool_join(cf_pool *p)
         }
         Py_ssize_t joined = PyList_GET_SIZE(snap);
         Py_DECREF(snap);
+        Py_ssize_t starting = pool_n_starting(p);
         if (p->threads == NULL
-            || (p->n_starting == 0 && PySet_GET_SIZE(p->threads) <= joined)) {
+            || (starting == 0 && PySet_GET_SIZE(p->threads) <= joined)) {
             return 0;
         }
-        if (p->n_starting > 0) {
+        if (starting > 0) {
             /* Rare: a submit is inside Thread.start(); let it finish. */
             PyObject *r = PyObject_CallFunction(p->st->time_sleep, "d",
                                                 0.001);
@@ -696,16 +773,26 @@ pool_join(cf_pool *p)
 
 /* ---- the pool object (`_work_queue`) --------------------------------- */
 
+static Py_ssize_t
+pool_count(cf_pool *p)
+{
+    Py_ssize_t n;
+    CF_BEGIN_CRITICAL(p)
+    n = p->count;
+    CF_END_CRITICAL()
+    return n;
+}
+
 static PyObject *
 pool_qsize(cf_pool *p, PyObject *unused)
 {
-    return PyLong_FromSsize_t(p->count);
+    return PyLong_FromSsize_t(pool_count(p));
 }
 
 static PyObject *
 pool_empty(cf_pool *p, PyObject *unused)
 {
-    return PyBool_FromLong(p->count == 0);
+    return PyBool_FromLong(pool_count(p) == 0);
 }
 
 static int
@@ -745,17 +832,27 @@ pool_dealloc(cf_pool *p)
 {
     PyTypeObject *tp = Py_TYPE(p);
     PyObject_GC_UnTrack(p);
+    /* First: a registry walker's selfref then yields nothing. */
+    if (p->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)p);
+    }
     pool_clear(p);
     /* Unlink from the module's list of pools. */
-    if (p->prev_pool != NULL) {
-        p->prev_pool->next_pool = p->next_pool;
+    if (p->st != NULL) {
+        cf_mutex_lock(&p->st->lock);
+        if (p->prev_pool != NULL) {
+            p->prev_pool->next_pool = p->next_pool;
+        }
+        else if (p->st->pools == p) {
+            p->st->pools = p->next_pool;
+        }
+        if (p->next_pool != NULL) {
+            p->next_pool->prev_pool = p->prev_pool;
+        }
+        cf_mutex_unlock(&p->st->lock);
     }
-    else if (p->st != NULL && p->st->pools == p) {
-        p->st->pools = p->next_pool;
-    }
-    if (p->next_pool != NULL) {
-        p->next_pool->prev_pool = p->prev_pool;
-    }
+    /* Dead since ClearWeakRefs: freeing it runs no callback. */
+    Py_CLEAR(p->selfref);
     while (p->head != NULL) {
         cf_chunk *c = p->head;
         p->head = c->next;
@@ -789,11 +886,18 @@ pool_new_internal(cf_state *st, Py_ssize_t max_workers)
         Py_DECREF(p);
         return NULL;
     }
+    p->selfref = PyWeakref_NewRef((PyObject *)p, NULL);
+    if (p->selfref == NULL) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    cf_mutex_lock(&st->lock);
     p->next_pool = st->pools;
     if (st->pools != NULL) {
         st->pools->prev_pool = p;
     }
     st->pools = p;
+    cf_mutex_unlock(&st->lock);
     return (PyObject *)p;
 }
 
@@ -814,7 +918,14 @@ static PyMethodDef pool_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef pool_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(cf_pool, weakreflist),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot pool_slots[] = {
+    {Py_tp_members, pool_members},
     {Py_tp_doc, "The work queue and worker threads of a ThreadPoolExecutor."},
     {Py_tp_new, pool_new},
     {Py_tp_dealloc, pool_dealloc},
@@ -844,35 +955,67 @@ typedef struct {
     PyObject *weakreflist;
 } cf_executor;
 
+/* The executor's fields are written in its critical section (__init__
+ * may run again and replace them all); readers take strong references
+ * there. */
+
+/* The executor's pool, a new reference, or NULL with RuntimeError. */
 static cf_pool *
 get_pool(cf_executor *ex)
 {
-    if (ex->pool == NULL) {
+    cf_pool *p;
+    CF_BEGIN_CRITICAL(ex)
+    p = (cf_pool *)Py_XNewRef(ex->pool);
+    CF_END_CRITICAL()
+    if (p == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "ThreadPoolExecutor.__init__() was not called");
     }
-    return ex->pool;
+    return p;
 }
 
+/* In the pool's critical section: whether a new worker is due (none
+ * idle or being woken, room below max_workers); if so it is reserved,
+ * counted in n_workers and n_starting, and *index is its number. */
 static int
-start_worker(cf_executor *ex, cf_pool *p)
+pool_reserve_worker(cf_pool *p, Py_ssize_t *index)
+{
+    if (p->n_workers >= p->max_workers) {
+        return 0;
+    }
+    *index = p->n_workers++;
+    /* Counted from the reservation, not just around start(): formatting
+     * the name and constructing the Thread run Python code, and a
+     * shutdown(wait=True) meanwhile must wait for this worker (the stdlib
+     * holds _shutdown_lock over the whole submit), or it returns with the
+     * item just queued not yet run. */
+    p->n_starting++;
+    return 1;
+}
+
+/* Start the worker reserved by pool_reserve_worker(); on failure the
+ * reservation is given back. */
+static int
+start_worker(cf_executor *ex, cf_pool *p, Py_ssize_t index)
 {
     int rc = -1;
     cf_state *st = p->st;
     /* Owned: formatting the name may run a prefix's __str__, which may
      * re-run __init__ and so drop the executor's reference to p. */
     Py_INCREF(p);
-    Py_ssize_t index = PySet_GET_SIZE(p->threads) + p->n_starting;
-    /* Counted from here, not just around start(): formatting the name and
-     * constructing the Thread run Python code that may switch threads, and
-     * a shutdown(wait=True) then must wait for this worker (the stdlib
-     * holds _shutdown_lock over the whole submit), or it returns with the
-     * item just queued not yet run.  It also keeps a concurrent submit
-     * below max_workers. */
-    p->n_starting++;
     PyObject *name = NULL, *target = NULL, *targs = NULL, *kw = NULL;
-    PyObject *t = NULL;
-    name = PyUnicode_FromFormat("%S_%zd", ex->prefix, index);
+    PyObject *t = NULL, *prefix, *initializer, *initargs;
+    CF_BEGIN_CRITICAL(ex)
+    prefix = Py_XNewRef(ex->prefix);
+    initializer = Py_XNewRef(ex->initializer);
+    initargs = Py_XNewRef(ex->initargs);
+    CF_END_CRITICAL()
+    if (prefix == NULL || initializer == NULL || initargs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "ThreadPoolExecutor.__init__() was not called");
+        goto error;
+    }
+    name = PyUnicode_FromFormat("%S_%zd", prefix, index);
     if (name == NULL) {
         goto error;
     }
@@ -880,7 +1023,7 @@ start_worker(cf_executor *ex, cf_pool *p)
     if (target == NULL) {
         goto error;
     }
-    targs = PyTuple_Pack(2, ex->initializer, ex->initargs);
+    targs = PyTuple_Pack(2, initializer, initargs);
     kw = PyDict_New();
     if (targs == NULL || kw == NULL
         || PyDict_SetItemString(kw, "name", name) < 0
@@ -905,14 +1048,25 @@ start_worker(cf_executor *ex, cf_pool *p)
     /* Into the set before n_starting drops: pool_join must always see
      * the thread in one or the other. */
     int added = PySet_Add(p->threads, t);
+    CF_BEGIN_CRITICAL(p)
     p->n_starting--;
+    if (added < 0) {
+        p->n_workers--;
+    }
+    CF_END_CRITICAL()
     if (added == 0) {
         rc = 0;
     }
     goto done;
 error:
+    CF_BEGIN_CRITICAL(p)
     p->n_starting--;
+    p->n_workers--;
+    CF_END_CRITICAL()
 done:
+    Py_XDECREF(prefix);
+    Py_XDECREF(initializer);
+    Py_XDECREF(initargs);
     Py_XDECREF(t);
     Py_XDECREF(kw);
     Py_XDECREF(targs);
@@ -934,60 +1088,88 @@ submit_steal(cf_executor *ex, PyObject *fn, PyObject *args, PyObject *kwargs,
         goto error;
     }
     cf_state *st = p->st;
-    /* Allocated first: a collection it triggers may run code that shuts
-     * the pool down, so the checks below see the state the push sees. */
     PyObject *fut = cf_future_new(st);
     if (fut == NULL) {
+        Py_DECREF(p);
         goto error;
     }
-    /* Read again: that code may also have re-run __init__, which replaces
-     * (and may free) the pool. */
-    p = get_pool(ex);
-    if (p == NULL) {
-        Py_DECREF(fut);
-        goto error;
+    /* A collection the allocation triggered may have run code that re-ran
+     * __init__, which replaced the pool: submit to the current one, as the
+     * stdlib's submit reads self._work_queue after making its future.
+     * (A relaxed load: only a hint, get_pool reads it properly.) */
+    if ((cf_pool *)cf_load_relaxed(&ex->pool) != p) {
+        Py_DECREF(p);
+        p = get_pool(ex);
+        if (p == NULL) {
+            Py_DECREF(fut);
+            goto error;
+        }
     }
+    /* The checks and the push in one section: a shutdown, a stop or a
+     * failed initializer comes either before it (and the submit raises)
+     * or after it (and the item is in the queue the workers drain, or
+     * that the initializer's failure fails).  A worker to start is
+     * reserved in it too, so shutdown(wait=True) waits for it. */
+    enum { OK, PUSH_FAILED, BROKEN, SHUTDOWN, INTERP_SHUTDOWN } why = OK;
+    int start = 0;
+    Py_ssize_t index = 0;
+    PyObject *broken = NULL;
+    CF_BEGIN_CRITICAL(p)
     if (p->broken != NULL) {
-        PyErr_SetObject(st->BrokenThreadPool, p->broken);
-        Py_DECREF(fut);
-        goto error;
+        why = BROKEN;
+        broken = Py_NewRef(p->broken);
     }
-    if (p->shutdown) {
+    else if (p->shutdown) {
+        why = SHUTDOWN;
+    }
+    else if (cf_load_acquire(&st->interp_shutdown)) {
+        why = INTERP_SHUTDOWN;
+    }
+    else if (p->stop) {
+        /* Stopped without shutdown(): its last executor let go of it
+         * (this one re-ran __init__ meanwhile). */
+        why = SHUTDOWN;
+    }
+    else if (pool_push(p, fut, Py_NewRef(fn), args, kwargs, single) < 0) {
+        why = PUSH_FAILED;
+    }
+    else {
+        Py_INCREF(fut);     /* the queue's reference */
+        if (!pool_cover(p)) {
+            start = pool_reserve_worker(p, &index);
+        }
+    }
+    CF_END_CRITICAL()
+    switch (why) {
+    case OK:
+        break;
+    case BROKEN:
+        PyErr_SetObject(st->BrokenThreadPool, broken);
+        Py_DECREF(broken);
+        goto refused;
+    case SHUTDOWN:
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after shutdown");
-        Py_DECREF(fut);
-        goto error;
-    }
-    if (st->interp_shutdown) {
+        goto refused;
+    case INTERP_SHUTDOWN:
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot schedule new futures after interpreter "
                         "shutdown");
+        goto refused;
+    case PUSH_FAILED:
+        Py_DECREF(fn);      /* the reference meant for the queue */
+        goto refused;
+    }
+    if (start && start_worker(ex, p, index) < 0) {
+        /* As the stdlib: the item stays queued, submit raises. */
         Py_DECREF(fut);
-        goto error;
+        fut = NULL;
     }
-    int err;
-    int covered = 0;
-    CF_BEGIN_CRITICAL(p)
-    err = pool_push(p, Py_NewRef(fut), Py_NewRef(fn), args, kwargs, single);
-    if (err == 0) {
-        covered = pool_cover(p);
-    }
-    CF_END_CRITICAL()
-    if (err < 0) {
-        Py_DECREF(fut);   /* twice: the ref for the queue and ours */
-        Py_DECREF(fut);
-        Py_DECREF(fn);
-        goto error;
-    }
-    if (!covered
-        && PySet_GET_SIZE(p->threads) + p->n_starting < p->max_workers) {
-        if (start_worker(ex, p) < 0) {
-            /* As the stdlib: the item stays queued, submit raises. */
-            Py_DECREF(fut);
-            return NULL;
-        }
-    }
+    Py_DECREF(p);
     return fut;
+refused:
+    Py_DECREF(fut);
+    Py_DECREF(p);
 error:
     Py_XDECREF(args);
     Py_XDECREF(kwargs);
@@ -1083,17 +1265,19 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    cf_pool *p = get_pool(self);
-    if (p == NULL) {
-        return NULL;
-    }
     int wait = PyObject_IsTrue(wait_o);
     int cancel = PyObject_IsTrue(cancel_o);
     if (wait < 0 || cancel < 0) {
         return NULL;
     }
-    Py_INCREF(p);
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    /* From here on submit refuses (it checks in this same section). */
+    CF_BEGIN_CRITICAL(p)
     p->shutdown = 1;
+    CF_END_CRITICAL()
     int rc = 0;
     while (cancel) {
         cf_item it;
@@ -1132,9 +1316,16 @@ executor_adjust_thread_count(cf_executor *self, PyObject *unused)
     if (p == NULL) {
         return NULL;
     }
-    if (p->idle == NULL && p->n_waking == 0
-        && PySet_GET_SIZE(p->threads) + p->n_starting < p->max_workers
-        && start_worker(self, p) < 0) {
+    int start = 0;
+    Py_ssize_t index = 0;
+    CF_BEGIN_CRITICAL(p)
+    if (p->idle == NULL && p->n_waking == 0) {
+        start = pool_reserve_worker(p, &index);
+    }
+    CF_END_CRITICAL()
+    int rc = start ? start_worker(self, p, index) : 0;
+    Py_DECREF(p);
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1148,6 +1339,7 @@ executor_initializer_failed(cf_executor *self, PyObject *unused)
         return NULL;
     }
     pool_initializer_failed(p);
+    Py_DECREF(p);
     Py_RETURN_NONE;
 }
 
@@ -1158,28 +1350,29 @@ executor_initializer_failed(cf_executor *self, PyObject *unused)
 static PyObject *
 executor_copy(cf_executor *self, PyObject *unused)
 {
-    cf_pool *p = get_pool(self);
-    if (p == NULL) {
-        return NULL;
-    }
     PyTypeObject *tp = Py_TYPE(self);
     cf_executor *c = (cf_executor *)tp->tp_alloc(tp, 0);
     if (c == NULL) {
         return NULL;
     }
-    /* Read again: the allocation may have run a collection, and code
-     * that re-ran __init__ on self. */
-    p = get_pool(self);
-    if (p == NULL) {
+    /* After the allocation, which may have run a collection, and code
+     * that re-ran __init__ on self.  The fields are one __init__'s. */
+    CF_BEGIN_CRITICAL(self)
+    if (self->pool != NULL) {
+        (void)cf_atomic_add_ssize(&self->pool->handles, 1);
+        c->pool = (cf_pool *)Py_NewRef(self->pool);
+        c->max_workers = Py_XNewRef(self->max_workers);
+        c->prefix = Py_XNewRef(self->prefix);
+        c->initializer = Py_XNewRef(self->initializer);
+        c->initargs = Py_XNewRef(self->initargs);
+    }
+    CF_END_CRITICAL()
+    if (c->pool == NULL) {
         Py_DECREF(c);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "ThreadPoolExecutor.__init__() was not called");
         return NULL;
     }
-    (void)cf_atomic_add_ssize(&p->handles, 1);
-    c->pool = (cf_pool *)Py_NewRef(p);
-    c->max_workers = Py_XNewRef(self->max_workers);
-    c->prefix = Py_XNewRef(self->prefix);
-    c->initializer = Py_XNewRef(self->initializer);
-    c->initargs = Py_XNewRef(self->initargs);
     /* Instance attributes (of a subclass), shallow, as copy.copy's. */
     PyObject *d = getattr_i((PyObject *)self, "__dict__");
     if (d == NULL) {
@@ -1257,6 +1450,10 @@ typedef struct {
     char single;           /* one iterable: args_iter yields bare items */
     char started;
     char closed;
+    /* Set (atomic exchange, acq_rel) while next() or close() runs: it
+     * guards every field above, as a generator's "already executing"
+     * does.  A second thread (or re-entering code) gets ValueError. */
+    int running;
 } cf_mapiter;
 
 static int
@@ -1368,13 +1565,34 @@ map_submit(cf_executor *ex, PyObject *submit, PyObject *fn, PyObject *args,
     return r;
 }
 
+static PyObject *mapiter_next_impl(cf_mapiter *mi, cf_state *st);
+
+static int
+mapiter_enter(cf_mapiter *mi)
+{
+    if (cf_exchange(&mi->running, 1)) {
+        PyErr_SetString(PyExc_ValueError, "generator already executing");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 mapiter_next(cf_mapiter *mi)
 {
     cf_state *st = cf_state_from_type(Py_TYPE(mi));
-    if (st == NULL) {
+    if (st == NULL || mapiter_enter(mi) < 0) {
         return NULL;
     }
+    /* The caller of tp_iternext holds a reference to mi. */
+    PyObject *r = mapiter_next_impl(mi, st);
+    cf_store_release(&mi->running, 0);
+    return r;
+}
+
+static PyObject *
+mapiter_next_impl(cf_mapiter *mi, cf_state *st)
+{
     if (mi->closed || mi->len == 0) {
         mi->closed = 1;
         mapiter_release(mi);
@@ -1404,8 +1622,8 @@ mapiter_next(cf_mapiter *mi)
             }
         }
         if (mi->len == 0) {
-            /* The iterable's code re-entered this iterator and used it up
-             * or closed it (a generator would raise ValueError). */
+            /* Only if submit() (a subclass's) gave no future yet added
+             * none: nothing to wait for. */
             mi->closed = 1;
             mapiter_release(mi);
             return NULL;
@@ -1460,7 +1678,7 @@ static PyObject *
 mapiter_close(cf_mapiter *mi, PyObject *unused)
 {
     cf_state *st = cf_state_from_type(Py_TYPE(mi));
-    if (st == NULL) {
+    if (st == NULL || mapiter_enter(mi) < 0) {
         return NULL;
     }
     int rc = 0;
@@ -1469,6 +1687,7 @@ mapiter_close(cf_mapiter *mi, PyObject *unused)
     }
     mi->closed = 1;
     mapiter_release(mi);
+    cf_store_release(&mi->running, 0);
     if (rc < 0) {
         return NULL;
     }
@@ -1478,7 +1697,8 @@ mapiter_close(cf_mapiter *mi, PyObject *unused)
 static void
 mapiter_finalize(cf_mapiter *mi)
 {
-    if (mi->closed || !mi->started) {
+    /* Unreachable: no thread runs it (the flag is read for form). */
+    if (mi->closed || !mi->started || cf_load_acquire(&mi->running)) {
         return;
     }
     PyObject *type, *value, *tb;
@@ -1682,6 +1902,7 @@ executor_map(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
     mi->buffersize = buffersize;
     mi->single = (char)single;
     mi->started = mi->closed = 0;
+    mi->running = 0;
     PyObject_GC_Track(mi);
     while (buffersize == 0 || mi->len < buffersize) {
         PyObject *a = PyIter_Next(it);
@@ -1842,24 +2063,41 @@ executor_init(cf_executor *self, PyObject *args, PyObject *kwds)
         Py_DECREF(pfx);
         return -1;
     }
-    if (self->pool != NULL) {
-        pool_release_handle(self->pool);
-    }
-    p->handles = 1;
-    Py_XSETREF(self->pool, p);
-    Py_XSETREF(self->max_workers, mw);
-    Py_XSETREF(self->prefix, pfx);
-    Py_XSETREF(self->initializer, Py_NewRef(initializer));
     if (initargs == NULL) {
         initargs = PyTuple_New(0);
         if (initargs == NULL) {
+            Py_DECREF(p);
+            Py_DECREF(mw);
+            Py_DECREF(pfx);
             return -1;
         }
     }
     else {
         Py_INCREF(initargs);
     }
-    Py_XSETREF(self->initargs, initargs);
+    p->handles = 1;
+    /* All fields swapped in one section (readers take them in one too);
+     * the old values are released after it, since that may run code. */
+    PyObject *old[5];
+    CF_BEGIN_CRITICAL(self)
+    old[0] = (PyObject *)self->pool;
+    old[1] = self->max_workers;
+    old[2] = self->prefix;
+    old[3] = self->initializer;
+    old[4] = self->initargs;
+    /* A store the relaxed load in submit_steal may race with. */
+    cf_store_relaxed(&self->pool, p);
+    self->max_workers = mw;
+    self->prefix = pfx;
+    self->initializer = Py_NewRef(initializer);
+    self->initargs = initargs;
+    CF_END_CRITICAL()
+    if (old[0] != NULL) {
+        pool_release_handle((cf_pool *)old[0]);
+    }
+    for (int i = 0; i < 5; i++) {
+        Py_XDECREF(old[i]);
+    }
     return 0;
 }
 
@@ -1878,10 +2116,14 @@ executor_traverse(cf_executor *self, visitproc visit, void *arg)
 static int
 executor_clear(cf_executor *self)
 {
+    /* Only when no other thread can reach self (dealloc, or the GC, which
+     * stops the world): no critical section. */
     if (self->pool != NULL) {
         /* The executor is gone: its workers drain the queue and exit. */
         pool_release_handle(self->pool);
-        Py_CLEAR(self->pool);
+        cf_pool *p = self->pool;
+        cf_store_relaxed(&self->pool, NULL);
+        Py_DECREF(p);
     }
     Py_CLEAR(self->max_workers);
     Py_CLEAR(self->prefix);
@@ -1903,26 +2145,72 @@ executor_dealloc(cf_executor *self)
     Py_DECREF(tp);
 }
 
-#define GETTER(name, expr)                                      \
+/* The getters take their new reference in the executor's critical
+ * section (a field of the pool in the pool's). */
+#define GETTER(name, field)                                     \
     static PyObject *                                           \
     name(cf_executor *self, void *closure)                      \
     {                                                           \
-        if (get_pool(self) == NULL) {                           \
-            return NULL;                                        \
+        PyObject *r;                                            \
+        CF_BEGIN_CRITICAL(self)                                 \
+        r = Py_XNewRef(self->pool != NULL ? self->field : NULL); \
+        CF_END_CRITICAL()                                       \
+        if (r == NULL) {                                        \
+            PyErr_SetString(PyExc_RuntimeError,                 \
+                "ThreadPoolExecutor.__init__() was not called"); \
         }                                                       \
-        return Py_NewRef(expr);                                 \
+        return r;                                               \
     }
 
-GETTER(executor_get_max_workers, self->max_workers)
-GETTER(executor_get_threads, self->pool->threads)
-GETTER(executor_get_work_queue, (PyObject *)self->pool)
-GETTER(executor_get_broken,
-       self->pool->broken ? self->pool->broken : Py_False)
-GETTER(executor_get_shutdown, self->pool->shutdown ? Py_True : Py_False)
-GETTER(executor_get_prefix, self->prefix)
-GETTER(executor_get_initializer, self->initializer)
-GETTER(executor_get_initargs, self->initargs)
+GETTER(executor_get_max_workers, max_workers)
+GETTER(executor_get_work_queue, pool)
+GETTER(executor_get_prefix, prefix)
+GETTER(executor_get_initializer, initializer)
+GETTER(executor_get_initargs, initargs)
 #undef GETTER
+
+static PyObject *
+executor_get_threads(cf_executor *self, void *closure)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    /* Set at creation, never replaced while the pool is reachable. */
+    PyObject *r = Py_NewRef(p->threads);
+    Py_DECREF(p);
+    return r;
+}
+
+static PyObject *
+executor_get_broken(cf_executor *self, void *closure)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    PyObject *r;
+    CF_BEGIN_CRITICAL(p)
+    r = Py_NewRef(p->broken != NULL ? p->broken : Py_False);
+    CF_END_CRITICAL()
+    Py_DECREF(p);
+    return r;
+}
+
+static PyObject *
+executor_get_shutdown(cf_executor *self, void *closure)
+{
+    cf_pool *p = get_pool(self);
+    if (p == NULL) {
+        return NULL;
+    }
+    int shutdown;
+    CF_BEGIN_CRITICAL(p)
+    shutdown = p->shutdown;
+    CF_END_CRITICAL()
+    Py_DECREF(p);
+    return PyBool_FromLong(shutdown);
+}
 
 static PyGetSetDef executor_getset[] = {
     {"_max_workers", (getter)executor_get_max_workers, NULL, NULL, NULL},
@@ -2068,23 +2356,48 @@ static PyType_Spec executor_spec = {
 
 /* ---- interpreter exit and fork --------------------------------------- */
 
-/* A new list of the module's pools: the callers below run code that may
- * free a pool (a joined or dropped Thread releases the last reference),
- * which unlinks it from the st->pools list they would be walking. */
+/* A new list of the module's live pools: the callers below run code that
+ * may free a pool (a joined or dropped Thread releases the last
+ * reference), which unlinks it from the st->pools list they would be
+ * walking.  Under st->lock only the pools' weak references are collected
+ * (a pool in the list may already be in its dealloc, blocked on the lock:
+ * its own reference count must not be touched); PyWeakref_GetRef then
+ * takes a strong reference to each pool that is still alive. */
 static PyObject *
 pools_snapshot(cf_state *st)
 {
+    PyObject *refs = PyList_New(0);
     PyObject *pools = PyList_New(0);
-    if (pools == NULL) {
-        return NULL;
+    if (refs == NULL || pools == NULL) {
+        goto error;
     }
-    for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
-        if (PyList_Append(pools, (PyObject *)p) < 0) {
-            Py_DECREF(pools);
-            return NULL;
+    int err = 0;
+    cf_mutex_lock(&st->lock);
+    for (cf_pool *p = st->pools; p != NULL && !err; p = p->next_pool) {
+        /* No Python code runs: the list is ours, the weakref is alive
+         * (its pool releases it only after unlinking, under the lock). */
+        err = PyList_Append(refs, p->selfref);
+    }
+    cf_mutex_unlock(&st->lock);
+    if (err < 0) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs); i++) {
+        PyObject *p = cf_weakref_get(PyList_GET_ITEM(refs, i));
+        if (p != NULL) {
+            err = PyList_Append(pools, p);
+            Py_DECREF(p);
+            if (err < 0) {
+                goto error;
+            }
         }
     }
+    Py_DECREF(refs);
     return pools;
+error:
+    Py_XDECREF(refs);
+    Py_XDECREF(pools);
+    return NULL;
 }
 
 /* Registered with threading._register_atexit, as thread.py's _python_exit:
@@ -2093,7 +2406,9 @@ static PyObject *
 python_exit(PyObject *module, PyObject *unused)
 {
     cf_state *st = cf_get_state(module);
-    st->interp_shutdown = 1;
+    /* Release: a submit that finds the pool stopped (in its critical
+     * section, after pool_stop's) sees this too. */
+    cf_store_release(&st->interp_shutdown, 1);
     PyObject *pools = pools_snapshot(st);
     if (pools == NULL) {
         return NULL;
@@ -2130,29 +2445,48 @@ after_fork_child(PyObject *module, PyObject *unused)
         current_orphan = 1;
     }
     current_returning = 0;
+    /* The child's only thread: the locks are free (a free-threaded
+     * CPython stops the world before fork(), and no thread holds st->lock
+     * or a critical section while parked), taken here for form. */
+    cf_mutex_lock(&st->lock);
     for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
+        CF_BEGIN_CRITICAL(p)
         p->idle = NULL;
+        p->n_workers = 0;
         p->n_starting = 0;
         p->n_waking = 0;
         p->spinning = 0;
         p->spinner = NULL;
         p->n_returning = 0;
+        CF_END_CRITICAL()
     }
+    cf_mutex_unlock(&st->lock);
     PyObject *pools = pools_snapshot(st);
     if (pools == NULL) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pools); i++) {
         cf_pool *p = (cf_pool *)PyList_GET_ITEM(pools, i);
-        /* Releasing the items may run __del__ methods, which may submit:
-         * pop one at a time. */
-        cf_item it;
-        while (pool_pop(p, &it)) {
-            item_clear(&it);
-        }
+        /* The parent's workers are gone: forgotten before anything below
+         * can run code that submits and starts a worker here. */
         if (p->threads != NULL && PySet_Clear(p->threads) < 0) {
             Py_DECREF(pools);
             return NULL;
+        }
+        /* Releasing the items may run __del__ methods, which may submit:
+         * pop one at a time, and only the inherited ones (a submit here
+         * pushes behind them). */
+        Py_ssize_t inherited = pool_count(p);
+        for (; inherited > 0; inherited--) {
+            cf_item it;
+            int got;
+            CF_BEGIN_CRITICAL(p)
+            got = pool_pop(p, &it);
+            CF_END_CRITICAL()
+            if (!got) {
+                break;
+            }
+            item_clear(&it);
         }
     }
     Py_DECREF(pools);

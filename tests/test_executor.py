@@ -1413,3 +1413,145 @@ def test_ext_prepare_context_override_refused():
             @classmethod
             def prepare_context(cls, initializer, initargs):
                 raise AssertionError("never called")
+
+
+# ---- races without the GIL ------------------------------------------------
+#
+# With the GIL these interleave only at the GIL's switch points; on a
+# free-threaded build (PYTHON_GIL=0) they run in parallel, and they are
+# what found the executor's unguarded state.
+
+
+def _run_threads(targets, timeout):
+    """Run the callables in threads; re-raise the first error."""
+    errors = []
+
+    def wrap(fn):
+        try:
+            fn()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    ts = [threading.Thread(target=wrap, args=(fn,)) for fn in targets]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout)
+        assert not t.is_alive(), "a racing thread hung"
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["wait", "nowait", "cancel"])
+def test_race_submit_vs_shutdown_from_threads(mod, race_rounds, how):
+    # A future that submit accepted runs (or, with cancel_futures, is
+    # cancelled); every refused submit says why; no worker is left behind.
+    for round_ in range(race_rounds(20)):
+        e = mod.ThreadPoolExecutor(2)
+        accepted = [[] for _ in range(4)]
+        refused = []
+        go = threading.Barrier(5)
+
+        def producer(k):
+            go.wait()
+            i = 0
+            while True:
+                try:
+                    accepted[k].append((i, e.submit(abs, -i)))
+                except RuntimeError as exc:
+                    refused.append(str(exc))
+                    return
+                i += 1
+
+        def stopper():
+            go.wait()
+            time.sleep(0.0005 * (round_ % 4))
+            e.shutdown(wait=how == "wait", cancel_futures=how == "cancel")
+
+        _run_threads([stopper] + [functools.partial(producer, k)
+                                  for k in range(4)], 60)
+        assert refused == ["cannot schedule new futures after shutdown"] * 4
+        for k in range(4):
+            for i, f in accepted[k]:
+                if how == "cancel" and f.cancelled():
+                    continue
+                assert f.result(timeout=30) == i, (round_, k, i)
+        for t in list(e._threads):
+            t.join(30)
+            assert not t.is_alive()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("max_workers", [1, 3])
+def test_race_concurrent_submits(mod, race_rounds, max_workers):
+    # Many threads submit to one pool at once: every call runs once, the
+    # pool never grows past max_workers.
+    for _ in range(race_rounds(10)):
+        e = mod.ThreadPoolExecutor(max_workers)
+        per_thread = 2000
+        out = [[] for _ in range(6)]
+
+        def producer(k):
+            fs = [e.submit(abs, -(k * per_thread + i))
+                  for i in range(per_thread)]
+            out[k] = [f.result(timeout=30) for f in fs]
+
+        _run_threads([functools.partial(producer, k) for k in range(6)], 60)
+        for k in range(6):
+            assert out[k] == [k * per_thread + i for i in range(per_thread)]
+        assert len(e._threads) <= max_workers
+        e.shutdown(wait=True)
+
+
+@pytest.mark.timeout(120)
+def test_race_map_iterator_from_two_threads(mod, race_rounds):
+    # One map() iterator driven by two threads at once: as with the
+    # stdlib's generator, a thread that finds it running gets ValueError
+    # ("generator already executing") and nothing is lost or doubled.
+    if (mod is concurrent.futures and sys.version_info < (3, 14)
+            and not getattr(sys, "_is_gil_enabled", lambda: True)()):
+        pytest.skip("the oracle is a generator, which a free-threaded "
+                    "CPython 3.13 does not guard: two threads crash it")
+    for _ in range(race_rounds(20)):
+        with mod.ThreadPoolExecutor(2) as e:
+            n = 3000
+            it = e.map(abs, range(n))
+            got = [[], []]
+            busy = []
+
+            def consume(k):
+                while True:
+                    try:
+                        v = next(it)
+                    except StopIteration:
+                        return
+                    except ValueError as exc:
+                        busy.append(str(exc))
+                        continue
+                    got[k].append(v)
+
+            _run_threads([functools.partial(consume, k) for k in range(2)],
+                         60)
+            for k in range(2):
+                assert got[k] == sorted(got[k])
+            assert sorted(got[0] + got[1]) == list(range(n))
+            assert set(busy) <= {"generator already executing"}
+
+
+@pytest.mark.timeout(120)
+def test_race_pools_created_and_destroyed(mod, race_rounds):
+    # Pools made and dropped from many threads at once (the module's
+    # registry of pools, which interpreter exit and fork walk).
+    def churn(k):
+        for i in range(race_rounds(40)):
+            e = mod.ThreadPoolExecutor(2)
+            fs = [e.submit(abs, -j) for j in range(20)]
+            if i % 3 == 0:
+                e.shutdown(wait=True)
+            elif i % 3 == 1:
+                e.shutdown(wait=False)
+            else:
+                del e
+            assert [f.result(timeout=30) for f in fs] == list(range(20))
+
+    _run_threads([functools.partial(churn, k) for k in range(6)], 100)
