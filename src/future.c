@@ -75,18 +75,29 @@ notify_waiters(cf_future *f, int kind)
     }
 }
 
-/* ---- the stdlib's _condition and _waiters, made on demand ----------- */
+/* ---- the stdlib's _condition and _waiters, made on demand -----------
+ *
+ * f->compat is published once under f's critical section (and with a
+ * release store, so a reader may first test it with an acquire load);
+ * __init__ may drop it again.  So it is never borrowed: readers take a
+ * new reference of the tuple, whose items then stay alive. */
 
+/* The (Condition, waiters) pair, made on first use: a new reference. */
 static PyObject *
 ensure_compat(cf_future *f)
 {
-    if (f->compat != NULL) {
-        return f->compat;
+    PyObject *compat;
+    CF_BEGIN_CRITICAL(f)
+    compat = Py_XNewRef(f->compat);
+    CF_END_CRITICAL()
+    if (compat != NULL) {
+        return compat;
     }
     cf_state *st = cf_state_from_type(Py_TYPE(f));
     if (st == NULL) {
         return NULL;
     }
+    /* Made outside the section: making a Condition runs Python code. */
     PyObject *cond = PyObject_CallNoArgs(st->threading_Condition);
     if (cond == NULL) {
         return NULL;
@@ -96,70 +107,84 @@ ensure_compat(cf_future *f)
         Py_DECREF(cond);
         return NULL;
     }
-    PyObject *compat = PyTuple_Pack(2, cond, waiters);
+    compat = PyTuple_Pack(2, cond, waiters);
     Py_DECREF(cond);
     Py_DECREF(waiters);
     if (compat == NULL) {
         return NULL;
     }
-    /* Making the Condition ran Python code: another thread may have won. */
+    /* Another thread may have published its pair meanwhile: every caller
+     * must get the same one, so the first published wins. */
+    PyObject *winner;
+    CF_BEGIN_CRITICAL(f)
     if (f->compat == NULL) {
-        f->compat = compat;
+        cf_store_release(&f->compat, Py_NewRef(compat));
     }
-    else {
-        Py_DECREF(compat);
-    }
-    return f->compat;
+    winner = Py_NewRef(f->compat);
+    CF_END_CRITICAL()
+    Py_DECREF(compat);      /* a loser's pair dies here, outside the section */
+    return winner;
 }
 
-/* Acquire the stdlib condition if there is one; *cond gets a new ref. */
+/* Acquire the stdlib condition if there is one: *compat gets a new ref of
+ * the (Condition, waiters) pair whose Condition is now held, or NULL. */
 static int
-compat_acquire(cf_future *f, PyObject **cond)
+compat_acquire(cf_future *f, PyObject **compat)
 {
-    *cond = NULL;
-    if (f->compat == NULL) {
+    *compat = NULL;
+    /* The common case, no stdlib code ever touched f: one load.  A pair
+     * published right after it is caught by transition()'s check. */
+    if (cf_load_acquire(&f->compat) == NULL) {
         return 0;
     }
-    PyObject *c = Py_NewRef(PyTuple_GET_ITEM(f->compat, 0));
-    PyObject *r = PyObject_CallMethod(c, "acquire", NULL);
+    PyObject *c;
+    CF_BEGIN_CRITICAL(f)
+    c = Py_XNewRef(f->compat);
+    CF_END_CRITICAL()
+    if (c == NULL) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallMethod(PyTuple_GET_ITEM(c, 0), "acquire",
+                                      NULL);
     if (r == NULL) {
         Py_DECREF(c);
         return -1;
     }
     Py_DECREF(r);
-    *cond = c;
+    *compat = c;
     return 0;
 }
 
 /* Release what compat_acquire took, keeping any pending exception. */
 static void
-compat_release(PyObject *cond)
+compat_release(PyObject *compat)
 {
-    if (cond == NULL) {
+    if (compat == NULL) {
         return;
     }
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    PyObject *cond = PyTuple_GET_ITEM(compat, 0);
     PyObject *r = PyObject_CallMethod(cond, "release", NULL);
     if (r == NULL) {
         PyErr_WriteUnraisable(cond);
     }
     Py_XDECREF(r);
-    Py_DECREF(cond);
+    Py_DECREF(compat);
     PyErr_Restore(type, value, tb);
 }
 
 /* Under the condition: call method(self) on each stdlib waiter (as
  * _base.Future does), then notify_all if asked to. */
 static int
-compat_notify(cf_future *f, PyObject *cond, const char *method,
+compat_notify(cf_future *f, PyObject *compat, const char *method,
               int notify_all)
 {
-    if (cond == NULL) {
+    if (compat == NULL) {
         return 0;
     }
     if (method != NULL) {
-        PyObject *waiters = PySequence_List(PyTuple_GET_ITEM(f->compat, 1));
+        PyObject *waiters = PySequence_List(PyTuple_GET_ITEM(compat, 1));
         if (waiters == NULL) {
             return -1;
         }
@@ -175,13 +200,45 @@ compat_notify(cf_future *f, PyObject *cond, const char *method,
         Py_DECREF(waiters);
     }
     if (notify_all) {
-        PyObject *r = PyObject_CallMethod(cond, "notify_all", NULL);
+        PyObject *r = PyObject_CallMethod(PyTuple_GET_ITEM(compat, 0),
+                                          "notify_all", NULL);
         if (r == NULL) {
             return -1;
         }
         Py_DECREF(r);
     }
     return 0;
+}
+
+/* A state change: step(f, arg) runs inside f's critical section, with
+ * the stdlib's _condition held if f has one (*compat, for the caller to
+ * notify under and release).  If stdlib code made f's _condition between
+ * the two (another thread, without the GIL), a stdlib wait() may already
+ * have checked the state under it, so the change must happen under it
+ * too: start over.  Once the section has seen no _condition, one made
+ * later is made after the change, and its makers see the new state.
+ * step must not call into Python nor block; it returns >= 0. */
+typedef int (*transition_fn)(cf_future *f, void *arg);
+
+static inline int
+transition(cf_future *f, transition_fn step, void *arg, PyObject **compat)
+{
+    for (;;) {
+        if (compat_acquire(f, compat) < 0) {
+            return -1;
+        }
+        int rc = 0, same;
+        CF_BEGIN_CRITICAL(f)
+        same = f->compat == *compat;
+        if (same) {
+            rc = step(f, arg);
+        }
+        CF_END_CRITICAL()
+        if (same) {
+            return rc;
+        }
+        compat_release(*compat);
+    }
 }
 
 /* ---- callbacks ------------------------------------------------------ */
@@ -471,23 +528,28 @@ cf_future_add_done_callback(cf_future *f, PyObject *fn)
     return rc == 1 ? call_callback(f, fn) : rc;
 }
 
-/* ---- state changes -------------------------------------------------- */
+/* ---- state changes --------------------------------------------------
+ *
+ * Each checks and writes the state in one critical section (through
+ * transition()), notifies the C waiters there, and does everything that
+ * may run Python code (the stdlib waiters, notify_all, callbacks, the
+ * release of a replaced outcome) after leaving it. */
 
 static PyObject *
 state_name(cf_future *f)
 {
     cf_state *st = cf_state_from_type(Py_TYPE(f));
-    return st == NULL ? NULL : st->state_names[f->state];
+    return st == NULL ? NULL : st->state_names[cf_future_state(f)];
 }
 
 static void
-raise_invalid_state(cf_future *f)
+raise_invalid_state(cf_future *f, int state)
 {
     cf_state *st = cf_state_from_type(Py_TYPE(f));
     if (st == NULL) {
         return;
     }
-    PyObject *msg = PyUnicode_FromFormat("%S: %R", st->state_names[f->state],
+    PyObject *msg = PyUnicode_FromFormat("%S: %R", st->state_names[state],
                                          (PyObject *)f);
     if (msg != NULL) {
         PyErr_SetObject(st->InvalidStateError, msg);
@@ -495,32 +557,54 @@ raise_invalid_state(cf_future *f)
     }
 }
 
+typedef struct {
+    PyObject *result, *exc;             /* the new outcome (borrowed) */
+    PyObject *old_result, *old_exc;     /* what it replaced, to release */
+    int state;                          /* the state found */
+} complete_args;
+
+/* 0 done, 1 already done (InvalidStateError). */
+static int
+complete_step(cf_future *f, void *arg)
+{
+    complete_args *a = arg;
+    a->state = cf_future_state(f);
+    if (a->state >= CF_CANCELLED) {
+        return 1;
+    }
+    /* Not released here: a replaced (hand-written) outcome's __del__ may
+     * run Python code. */
+    a->old_result = f->result;
+    a->old_exc = f->exception;
+    f->result = Py_XNewRef(a->result);
+    f->exception = Py_XNewRef(a->exc);
+    cf_future_store_state(f, CF_FINISHED);     /* after the outcome */
+    notify_waiters(f, CF_EV_FINISHED);
+    return 0;
+}
+
 static int
 complete(cf_future *f, PyObject *result, PyObject *exc)
 {
-    PyObject *cond;
-    if (check_chain_recursion() < 0 || compat_acquire(f, &cond) < 0) {
+    PyObject *compat;
+    complete_args a = {result, exc, NULL, NULL, 0};
+    if (check_chain_recursion() < 0) {
         return -1;
     }
-    int invalid = 0;
-    CF_BEGIN_CRITICAL(f)
-    if (f->state >= CF_CANCELLED) {
-        invalid = 1;
+    int invalid = transition(f, complete_step, &a, &compat);
+    if (invalid < 0) {
+        return -1;
     }
-    else {
-        Py_XSETREF(f->result, Py_XNewRef(result));
-        Py_XSETREF(f->exception, Py_XNewRef(exc));
-        f->state = CF_FINISHED;
-        notify_waiters(f, CF_EV_FINISHED);
-    }
-    CF_END_CRITICAL()
     if (invalid) {
-        raise_invalid_state(f);
-        compat_release(cond);
+        raise_invalid_state(f, a.state);
+        compat_release(compat);
         return -1;
     }
-    int rc = compat_notify(f, cond, exc ? "add_exception" : "add_result", 1);
-    compat_release(cond);
+    int rc = compat_notify(f, compat, exc ? "add_exception" : "add_result",
+                           1);
+    compat_release(compat);
+    Py_XDECREF(a.old_result);
+    Py_XDECREF(a.old_exc);
     /* A stdlib waiter that raised: the error propagates and, as in
      * _base.Future, the callbacks do not run (they must not run with an
      * exception set, which would be lost or turn into a SystemError). */
@@ -543,33 +627,39 @@ cf_future_set_exception(cf_future *f, PyObject *exc)
     return complete(f, NULL, exc);
 }
 
+/* 0 running or finished, 1 already cancelled, 2 cancelled now. */
+static int
+cancel_step(cf_future *f, void *unused)
+{
+    int state = cf_future_state(f);
+    if (state == CF_RUNNING || state == CF_FINISHED) {
+        return 0;
+    }
+    if (state != CF_PENDING) {
+        return 1;
+    }
+    cf_future_store_state(f, CF_CANCELLED);
+    notify_waiters(f, CF_EV_CANCELLED);
+    return 2;
+}
+
 int
 cf_future_cancel(cf_future *f)
 {
-    PyObject *cond;
-    if (check_chain_recursion() < 0 || compat_acquire(f, &cond) < 0) {
+    PyObject *compat;
+    if (check_chain_recursion() < 0) {
         return -1;
     }
-    int rc;
-    CF_BEGIN_CRITICAL(f)
-    if (f->state == CF_RUNNING || f->state == CF_FINISHED) {
-        rc = 0;
+    int rc = transition(f, cancel_step, NULL, &compat);
+    if (rc < 0) {
+        return -1;
     }
-    else if (f->state != CF_PENDING) {
-        rc = 1;
-    }
-    else {
-        f->state = CF_CANCELLED;
-        notify_waiters(f, CF_EV_CANCELLED);
-        rc = 2;
-    }
-    CF_END_CRITICAL()
     if (rc != 2) {
-        compat_release(cond);
+        compat_release(compat);
         return rc;
     }
-    int err = compat_notify(f, cond, NULL, 1);
-    compat_release(cond);
+    int err = compat_notify(f, compat, NULL, 1);
+    compat_release(compat);
     /* As in complete(): no callbacks with an exception set. */
     if (err < 0 || invoke_callbacks(f) < 0) {
         return -1;
@@ -577,49 +667,53 @@ cf_future_cancel(cf_future *f)
     return 1;
 }
 
+/* 1 now running, 0 cancellation notified, else 2 + the state found. */
+static int
+set_running_step(cf_future *f, void *unused)
+{
+    int state = cf_future_state(f);
+    if (state == CF_PENDING) {
+        cf_future_store_state(f, CF_RUNNING);
+        return 1;
+    }
+    if (state == CF_CANCELLED) {
+        cf_future_store_state(f, CF_CANCELLED_AND_NOTIFIED);
+        notify_waiters(f, CF_EV_CANCEL_NOTIFIED);
+        return 0;
+    }
+    return 2 + state;
+}
+
 int
 cf_future_set_running_or_notify_cancel(cf_future *f)
 {
-    PyObject *cond;
-    if (compat_acquire(f, &cond) < 0) {
+    PyObject *compat;
+    int rc = transition(f, set_running_step, NULL, &compat);
+    if (rc < 0) {
         return -1;
     }
-    int rc;
-    CF_BEGIN_CRITICAL(f)
-    if (f->state == CF_PENDING) {
-        f->state = CF_RUNNING;
-        rc = 1;
-    }
-    else if (f->state == CF_CANCELLED) {
-        f->state = CF_CANCELLED_AND_NOTIFIED;
-        notify_waiters(f, CF_EV_CANCEL_NOTIFIED);
-        rc = 0;
-    }
-    else {
-        rc = -1;
-    }
-    CF_END_CRITICAL()
     if (rc == 0) {
-        if (compat_notify(f, cond, "add_cancelled", 0) < 0) {
+        if (compat_notify(f, compat, "add_cancelled", 0) < 0) {
             rc = -1;
         }
-        compat_release(cond);
+        compat_release(compat);
         return rc;
     }
-    compat_release(cond);
-    if (rc == -1) {
+    compat_release(compat);
+    if (rc >= 2) {
         cf_state *st = cf_state_from_type(Py_TYPE(f));
         if (st == NULL) {
             return -1;
         }
         PyObject *r = PyObject_CallMethod(
             st->logger, "critical", "snO", "Future %s in unexpected state: %s",
-            (Py_ssize_t)(uintptr_t)f, st->state_names[f->state]);
+            (Py_ssize_t)(uintptr_t)f, st->state_names[rc - 2]);
         if (r == NULL) {
             return -1;
         }
         Py_DECREF(r);
         PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
+        return -1;
     }
     return rc;
 }
@@ -652,34 +746,49 @@ raise_stored(PyObject *exc)
     }
 }
 
-/* The stdlib tests `if self._exception:`; an exception instance is true. */
+/* The stdlib tests `if self._exception:`; an exception instance is true.
+ * Any other object's __bool__ runs here: never inside a critical section. */
 static int
-has_exception(cf_future *f)
+has_exception(PyObject *exc)
 {
-    if (f->exception == NULL || f->exception == Py_None) {
+    if (exc == NULL || exc == Py_None) {
         return 0;
     }
-    if (PyExceptionInstance_Check(f->exception)) {
+    if (PyExceptionInstance_Check(exc)) {
         return 1;
     }
-    return PyObject_IsTrue(f->exception);
+    return PyObject_IsTrue(exc);
+}
+
+/* result()'s answer from an outcome read by cf_future_outcome (whose
+ * references it consumes). */
+static PyObject *
+result_from(cf_future *f, int state, PyObject *result, PyObject *exc)
+{
+    PyObject *r = NULL;
+    if (state == CF_CANCELLED || state == CF_CANCELLED_AND_NOTIFIED) {
+        raise_cancelled(f);
+    }
+    else {
+        int has = has_exception(exc);
+        if (has > 0) {
+            raise_stored(exc);
+        }
+        else if (has == 0) {
+            r = Py_NewRef(result != NULL ? result : Py_None);
+        }
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(exc);
+    return r;
 }
 
 PyObject *
 cf_future_get_result(cf_future *f)
 {
-    if (f->state == CF_CANCELLED || f->state == CF_CANCELLED_AND_NOTIFIED) {
-        return raise_cancelled(f);
-    }
-    int has = has_exception(f);
-    if (has < 0) {
-        return NULL;
-    }
-    if (has) {
-        raise_stored(f->exception);
-        return NULL;
-    }
-    return Py_NewRef(f->result != NULL ? f->result : Py_None);
+    PyObject *result, *exc;
+    int state = cf_future_outcome(f, &result, &exc);
+    return result_from(f, state, result, exc);
 }
 
 static void
@@ -696,6 +805,7 @@ wait_done(cf_future *f, PyObject *timeout)
         return 0;
     }
     int64_t ns;
+    int done;
     if (cf_parse_timeout(timeout, &ns) < 0) {
         return -1;
     }
@@ -709,8 +819,7 @@ wait_done(cf_future *f, PyObject *timeout)
     int64_t spin = ns < 0 || ns > CF_WAIT_SPIN_NS ? CF_WAIT_SPIN_NS : ns;
     int64_t t0 = cf_monotonic_ns(), spent;
     Py_BEGIN_ALLOW_THREADS
-    while (cf_atomic_load_uchar(&f->state) < CF_CANCELLED
-           && cf_monotonic_ns() - t0 < spin) {
+    while (!cf_future_is_done(f) && cf_monotonic_ns() - t0 < spin) {
         cf_yield();
     }
     Py_END_ALLOW_THREADS
@@ -733,9 +842,24 @@ wait_done(cf_future *f, PyObject *timeout)
         Py_DECREF(f);
         return -1;
     }
-    cf_future_link(f, &node, wake_event, &ev);
-    int r = cf_event_wait(&ev, ns);
-    cf_future_unlink(&node);
+    /* Check and link in one critical section, where completions notify:
+     * none can fall between them. */
+    CF_BEGIN_CRITICAL(f)
+    done = cf_future_is_done(f);
+    if (!done) {
+        cf_future_link(f, &node, wake_event, &ev);
+    }
+    CF_END_CRITICAL()
+    int r = 0;
+    if (!done) {
+        r = cf_event_wait(&ev, ns);
+        /* Unlinked in the section the notifier runs in: once out of it,
+         * no notify is still setting ev (a no-op if the completion
+         * detached the node already). */
+        CF_BEGIN_CRITICAL(f)
+        cf_future_unlink(&node);
+        CF_END_CRITICAL()
+    }
     cf_event_fini(&ev);
     Py_DECREF(f);
     return r < 0 ? -1 : 0;
@@ -787,23 +911,31 @@ parse_timeout_arg(const char *fname, PyObject *const *args, Py_ssize_t nargs,
 static PyObject *
 result_outcome(cf_future *self)
 {
-    if (!cf_future_is_done(self)) {
+    PyObject *result, *exc;
+    int state = cf_future_outcome(self, &result, &exc);
+    if (state < CF_CANCELLED) {
+        Py_XDECREF(result);
+        Py_XDECREF(exc);
         return raise_timeout(self);
     }
-    return cf_future_get_result(self);
+    return result_from(self, state, result, exc);
 }
 
 static PyObject *
 exception_outcome(cf_future *self)
 {
-    if (self->state == CF_CANCELLED
-        || self->state == CF_CANCELLED_AND_NOTIFIED) {
+    PyObject *result, *exc;
+    int state = cf_future_outcome(self, &result, &exc);
+    Py_XDECREF(result);
+    if (state == CF_CANCELLED || state == CF_CANCELLED_AND_NOTIFIED) {
+        Py_XDECREF(exc);
         return raise_cancelled(self);
     }
-    if (self->state != CF_FINISHED) {
+    if (state != CF_FINISHED) {
+        Py_XDECREF(exc);
         return raise_timeout(self);
     }
-    return Py_NewRef(self->exception != NULL ? self->exception : Py_None);
+    return exc != NULL ? exc : Py_NewRef(Py_None);
 }
 
 /* A future written to by hand is read under _condition, so a writer that
@@ -811,15 +943,15 @@ exception_outcome(cf_future *self)
 static PyObject *
 read_outcome(cf_future *self, PyObject *(*outcome)(cf_future *))
 {
-    if (!self->by_hand) {
+    if (!cf_load_relaxed(&self->by_hand)) {
         return outcome(self);
     }
-    PyObject *cond;
-    if (compat_acquire(self, &cond) < 0) {
+    PyObject *compat;
+    if (compat_acquire(self, &compat) < 0) {
         return NULL;
     }
     PyObject *r = outcome(self);
-    compat_release(cond);
+    compat_release(compat);
     return r;
 }
 
@@ -828,10 +960,19 @@ future_result(cf_future *self, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
     PyObject *timeout;
-    if (self->state == CF_FINISHED && self->exception == NULL && nargs == 0
-        && kwnames == NULL && !self->by_hand) {
-        /* The common case: a finished future read without a timeout. */
-        return Py_NewRef(self->result != NULL ? self->result : Py_None);
+    if (nargs == 0 && kwnames == NULL
+        && cf_future_state(self) == CF_FINISHED) {
+        /* The common case: a finished future read without a timeout.  In
+         * the section: `_result` may be being replaced. */
+        PyObject *r = NULL;
+        CF_BEGIN_CRITICAL(self)
+        if (self->exception == NULL && !self->by_hand) {
+            r = Py_NewRef(self->result != NULL ? self->result : Py_None);
+        }
+        CF_END_CRITICAL()
+        if (r != NULL) {
+            return r;
+        }
     }
     if (parse_timeout_arg("result", args, nargs, kwnames, &timeout) < 0
         || wait_done(self, timeout) < 0) {
@@ -1031,14 +1172,15 @@ future_remove_done_callback(cf_future *self, PyObject *fn)
 static PyObject *
 future_cancelled(cf_future *self, PyObject *unused)
 {
-    return PyBool_FromLong(self->state == CF_CANCELLED
-                           || self->state == CF_CANCELLED_AND_NOTIFIED);
+    int state = cf_future_state(self);
+    return PyBool_FromLong(state == CF_CANCELLED
+                           || state == CF_CANCELLED_AND_NOTIFIED);
 }
 
 static PyObject *
 future_running(cf_future *self, PyObject *unused)
 {
-    return PyBool_FromLong(self->state == CF_RUNNING);
+    return PyBool_FromLong(cf_future_state(self) == CF_RUNNING);
 }
 
 static PyObject *
@@ -1079,28 +1221,28 @@ future_repr(cf_future *self)
     if (name == NULL) {
         return NULL;
     }
-    const char *desc = state_descriptions[self->state];
-    PyObject *r;
-    if (self->state == CF_FINISHED) {
-        int has = has_exception(self);
-        if (has < 0) {
-            Py_DECREF(name);
-            return NULL;
+    PyObject *result, *exc, *r = NULL;
+    int state = cf_future_outcome(self, &result, &exc);
+    const char *desc = state_descriptions[state];
+    if (state == CF_FINISHED) {
+        int has = has_exception(exc);
+        if (has >= 0) {
+            PyObject *obj = has ? exc : (result ? result : Py_None);
+            PyObject *objname = PyType_GetName(Py_TYPE(obj));
+            if (objname != NULL) {
+                r = PyUnicode_FromFormat("<%U at %p state=%s %s %U>", name,
+                                         self, desc,
+                                         has ? "raised" : "returned",
+                                         objname);
+                Py_DECREF(objname);
+            }
         }
-        PyObject *obj = has ? self->exception
-                            : (self->result ? self->result : Py_None);
-        PyObject *objname = PyType_GetName(Py_TYPE(obj));
-        if (objname == NULL) {
-            Py_DECREF(name);
-            return NULL;
-        }
-        r = PyUnicode_FromFormat("<%U at %p state=%s %s %U>", name, self,
-                                 desc, has ? "raised" : "returned", objname);
-        Py_DECREF(objname);
     }
     else {
         r = PyUnicode_FromFormat("<%U at %p state=%s>", name, self, desc);
     }
+    Py_XDECREF(result);
+    Py_XDECREF(exc);
     Py_DECREF(name);
     return r;
 }
@@ -1113,30 +1255,49 @@ future_get_state(cf_future *self, void *closure)
     return Py_XNewRef(state_name(self));
 }
 
+/* _condition (0) or _waiters (1): a new reference. */
+static PyObject *
+compat_item(cf_future *self, Py_ssize_t i)
+{
+    PyObject *compat = ensure_compat(self);
+    if (compat == NULL) {
+        return NULL;
+    }
+    PyObject *item = Py_NewRef(PyTuple_GET_ITEM(compat, i));
+    Py_DECREF(compat);
+    return item;
+}
+
 static PyObject *
 future_get_condition(cf_future *self, void *closure)
 {
-    PyObject *compat = ensure_compat(self);
-    return compat ? Py_NewRef(PyTuple_GET_ITEM(compat, 0)) : NULL;
+    return compat_item(self, 0);
 }
 
 static PyObject *
 future_get_waiters(cf_future *self, void *closure)
 {
-    PyObject *compat = ensure_compat(self);
-    return compat ? Py_NewRef(PyTuple_GET_ITEM(compat, 1)) : NULL;
+    return compat_item(self, 1);
 }
 
+/* Read in the section, as new references: another thread may be
+ * replacing them (and releasing the old). */
 static PyObject *
 future_get_result_attr(cf_future *self, void *closure)
 {
-    return Py_NewRef(self->result ? self->result : Py_None);
+    PyObject *result, *exc;
+    (void)cf_future_outcome(self, &result, &exc);
+    Py_XDECREF(exc);
+    return result != NULL ? result : Py_NewRef(Py_None);
 }
 
 static PyObject *
 future_get_exception_attr(cf_future *self, void *closure)
 {
-    return Py_NewRef(self->exception ? self->exception : Py_None);
+    PyObject *result, *exc;
+    (void)cf_future_outcome(self, &result, &exc);
+    Py_XDECREF(result);
+    return exc != NULL ? exc : Py_NewRef(Py_None);
 }
 
 /* The stdlib's private protocol for completing a future by hand, which
@@ -1192,9 +1353,9 @@ future_set_state(cf_future *self, PyObject *value, void *closure)
         return -1;
     }
     CF_BEGIN_CRITICAL(self)
-    int old = self->state;
-    self->by_hand = 1;
-    cf_atomic_store_uchar(&self->state, (unsigned char)state);
+    int old = cf_future_state(self);
+    cf_store_relaxed(&self->by_hand, 1);
+    cf_future_store_state(self, state);
     if (state != old && state >= CF_CANCELLED) {
         notify_waiters(self, state == CF_FINISHED ? CF_EV_FINISHED
                              : state == CF_CANCELLED ? CF_EV_CANCELLED
@@ -1215,7 +1376,7 @@ set_outcome_field(cf_future *self, PyObject *value, PyObject **field,
     }
     PyObject *old;
     CF_BEGIN_CRITICAL(self)
-    self->by_hand = 1;
+    cf_store_relaxed(&self->by_hand, 1);
     old = *field;
     *field = value == Py_None ? NULL : Py_NewRef(value);
     CF_END_CRITICAL()
@@ -1270,25 +1431,27 @@ future_init(cf_future *self, PyObject *args, PyObject *kwds)
                      "were given", PyTuple_GET_SIZE(args) + 1);
         return -1;
     }
-    if (self->state == CF_PENDING && self->result == NULL
-        && self->exception == NULL && self->callbacks == NULL
-        && self->compat == NULL && !self->by_hand) {
-        return 0;       /* a new future: nothing to reset */
-    }
     /* Called again on a used future: the stdlib's __init__ starts it over
      * (PENDING, no outcome, no callbacks, a new _condition and _waiters).
      * Blocked C waiters stay linked and hear its next completion; they
-     * hold their own references, so nothing they use is freed here. */
-    PyObject *result, *exception, *callbacks, *compat;
+     * hold their own references, so nothing they use is freed here.  A
+     * new future has nothing to reset. */
+    PyObject *result = NULL, *exception = NULL, *callbacks = NULL;
+    PyObject *compat = NULL;
     CF_BEGIN_CRITICAL(self)
-    result = self->result;
-    exception = self->exception;
-    callbacks = self->callbacks;
-    compat = self->compat;
-    self->result = self->exception = self->callbacks = self->compat = NULL;
-    self->cb_is_list = 0;
-    self->by_hand = 0;
-    self->state = CF_PENDING;
+    if (cf_future_state(self) != CF_PENDING || self->result != NULL
+        || self->exception != NULL || self->callbacks != NULL
+        || self->compat != NULL || self->by_hand) {
+        result = self->result;
+        exception = self->exception;
+        callbacks = self->callbacks;
+        compat = self->compat;
+        self->result = self->exception = self->callbacks = NULL;
+        cf_store_release(&self->compat, NULL);
+        self->cb_is_list = 0;
+        cf_store_relaxed(&self->by_hand, 0);
+        cf_future_store_state(self, CF_PENDING);
+    }
     CF_END_CRITICAL()
     /* Outside the section: a __del__ may run. */
     Py_XDECREF(result);
