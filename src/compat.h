@@ -202,13 +202,12 @@ cf_recursion_remaining(void)
 
 /* ---- free threading ------------------------------------------------- */
 
-/* The module slot that tells a free-threaded interpreter (3.13+) whether
- * cfutures needs the GIL.  Not yet: executor.c and future.c do not follow
- * the guard table (README "Concurrency model") yet, so importing cfutures
- * there turns the GIL on (with a RuntimeWarning), which keeps it correct.
- * Py_MOD_GIL_NOT_USED once they do.  Older versions have no such slot. */
+/* The module slot that tells a free-threaded interpreter (3.13+) that
+ * cfutures does not need the GIL: every piece of shared state has its
+ * guard (README, "Concurrency model"), so importing cfutures leaves the
+ * GIL off.  Older versions have no such slot. */
 #if PY_VERSION_HEX >= 0x030D0000
-#  define CF_MOD_GIL_SLOT {Py_mod_gil, Py_MOD_GIL_USED},
+#  define CF_MOD_GIL_SLOT {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #else
 #  define CF_MOD_GIL_SLOT
 #endif
