@@ -1511,7 +1511,7 @@ post_callback(PyObject *self, PyObject *const *args, size_t nargsf,
         cf_worker_returning();
         awaiter_uncount(aw);
         int spinning = HANDOFF_SPIN;
-        if (cf_atomic_cas_int(&aw->handoff, &spinning, HANDOFF_DONE)) {
+        if (cf_cas(&aw->handoff, &spinning, HANDOFF_DONE)) {
             Py_RETURN_NONE;
         }
     }
@@ -1530,12 +1530,12 @@ static int
 awaiter_spin(cf_awaiter *aw)
 {
     cf_future *f = aw->future;
-    cf_atomic_store_int(&aw->handoff, HANDOFF_SPIN);
+    cf_store_release(&aw->handoff, HANDOFF_SPIN);
     int64_t deadline = cf_monotonic_ns() + CF_AIO_SPIN_START_NS;
     int handed = 0, started = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
-        if (cf_atomic_load_int(&aw->handoff) == HANDOFF_DONE) {
+        if (cf_load_acquire(&aw->handoff) == HANDOFF_DONE) {
             handed = 1;
             break;
         }
@@ -1552,7 +1552,7 @@ awaiter_spin(cf_awaiter *aw)
     Py_END_ALLOW_THREADS
     if (!handed) {
         int spinning = HANDOFF_SPIN;
-        handed = !cf_atomic_cas_int(&aw->handoff, &spinning, HANDOFF_NONE);
+        handed = !cf_cas(&aw->handoff, &spinning, HANDOFF_NONE);
     }
     int done = handed || cf_future_is_done(f);
     spin_account(aw->node.batch, done);
@@ -1593,7 +1593,7 @@ loopfuture_first_cb(cf_state *st, cf_aionode *n)
     }
     aw->spun = 1;
     if (spin_worthwhile(aw->node.batch, 1) && awaiter_spin(aw)
-        && cf_atomic_load_int(&aw->handoff) == HANDOFF_DONE) {
+        && cf_load_acquire(&aw->handoff) == HANDOFF_DONE) {
         /* Handed over: the worker posts nothing.  (A call that finished
          * without the handover is posted by its worker.) */
         batch_queue(st, n, st->str_call_soon);
@@ -1871,7 +1871,7 @@ loop_future(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     int registering = HANDOFF_SPIN;
     if (!done_at_once
-        && !cf_atomic_cas_int(&aw->handoff, &registering, HANDOFF_NONE)) {
+        && !cf_cas(&aw->handoff, &registering, HANDOFF_NONE)) {
         aw->spun = 1;           /* nothing left to poll for */
         batch_queue(st, &aw->node, st->str_call_soon);
     }
@@ -2089,7 +2089,7 @@ aiocall_deliver(cf_aiocall *c)
 {
     aiocall_not_running(c);
     int spinning = HANDOFF_SPIN;
-    if (!cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_DONE)) {
+    if (!cf_cas(&c->handoff, &spinning, HANDOFF_DONE)) {
         batch_post(&c->node);
     }
 }
@@ -2152,7 +2152,7 @@ aiocall_run(PyObject *self, PyObject *const *args, size_t nargsf,
     if (callargs == NULL) {
         Py_RETURN_NONE;           /* ran already */
     }
-    cf_atomic_store_int(&c->worker_started, 1);
+    cf_store_release(&c->worker_started, 1);
     PyObject *r = NULL;
     if (PyContext_Enter(ctx) == 0) {
         PyObject **items = &PyTuple_GET_ITEM(callargs, 0);
@@ -2380,13 +2380,13 @@ aiocall_spin(cf_aiocall *c)
     int done, started = 0;
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
-        done = cf_atomic_load_int(&c->handoff) == HANDOFF_DONE;
+        done = cf_load_acquire(&c->handoff) == HANDOFF_DONE;
         if (done) {
             break;
         }
         int64_t now = cf_monotonic_ns();
         if (!started
-            && cf_atomic_load_int(&c->worker_started)) {
+            && cf_load_acquire(&c->worker_started)) {
             started = 1;
             deadline = now + CF_AIO_SPIN_NS;
         }
@@ -2399,7 +2399,7 @@ aiocall_spin(cf_aiocall *c)
     if (!done) {
         /* Too late for the handoff: the worker posts to the batch. */
         int spinning = HANDOFF_SPIN;
-        done = !cf_atomic_cas_int(&c->handoff, &spinning, HANDOFF_NONE);
+        done = !cf_cas(&c->handoff, &spinning, HANDOFF_NONE);
     }
     spin_account(b, done);
     return done;

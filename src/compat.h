@@ -11,6 +11,7 @@
 #  define PY_SSIZE_T_CLEAN
 #endif
 #include <Python.h>
+#include "platform.h"
 
 /* ---- attributes ----------------------------------------------------- */
 
@@ -212,20 +213,7 @@ cf_recursion_remaining(void)
 #  define CF_MOD_GIL_SLOT
 #endif
 
-/* Atomics, with the memory order in the name.  The GCC/Clang builtins
- * (what CPython's own pyatomic_gcc.h uses); on a GIL build they cost a
- * plain load or store, except the read-modify-writes. */
-#define cf_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define cf_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define cf_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define cf_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-/* Returns the old value. */
-#define cf_fetch_add(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
-#define cf_exchange(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
-/* 1 if *p was *expected and is now desired, else 0 and *expected = *p. */
-#define cf_cas(p, expected, desired)                                      \
-    __atomic_compare_exchange_n((p), (expected), (desired), 0,            \
-                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+/* The atomics (cf_load_acquire, cf_cas, ...) are in platform.h. */
 
 /* A lock for state shared across objects (the module's registry, lazy
  * initialisation): PyMutex on a free-threaded build (3.13+).  With the
@@ -255,17 +243,14 @@ typedef struct {
     int held;
 } cf_spinlock;
 
-#ifdef Py_GIL_DISABLED
-#  include <sched.h>
-#endif
 
 static inline void
 cf_spin_lock(cf_spinlock *l)
 {
 #ifdef Py_GIL_DISABLED
-    while (__atomic_exchange_n(&l->held, 1, __ATOMIC_ACQUIRE)) {
-        while (__atomic_load_n(&l->held, __ATOMIC_RELAXED)) {
-            sched_yield();
+    while (cf_exchange(&l->held, 1)) {
+        while (cf_load_relaxed(&l->held)) {
+            cf_yield();
         }
     }
 #else
@@ -277,7 +262,7 @@ static inline void
 cf_spin_unlock(cf_spinlock *l)
 {
 #ifdef Py_GIL_DISABLED
-    __atomic_store_n(&l->held, 0, __ATOMIC_RELEASE);
+    cf_store_release(&l->held, 0);
 #else
     (void)l;
 #endif

@@ -240,7 +240,7 @@ static void
 pool_release_handle(cf_pool *p)
 {
     /* Atomic: a free-threaded build may copy and drop concurrently. */
-    if (cf_atomic_add_ssize(&p->handles, -1) == 0) {
+    if (cf_fetch_add(&p->handles, -1) == 1) {
         pool_stop(p);
     }
 }
@@ -436,7 +436,7 @@ spin_until_set(cf_event *ev)
 {
     int64_t start = cf_monotonic_ns();
     for (int i = 0;; i++) {
-        if (cf_atomic_load_int(&ev->is_set)) {
+        if (cf_load_acquire(&ev->is_set)) {
             int64_t t = cf_monotonic_ns();
             while (cf_monotonic_ns() - t < CF_SPIN_GRACE_NS) {
                 CF_CPU_RELAX();
@@ -562,9 +562,9 @@ static int test_fail_events;
 static int
 test_fail_event(void)
 {
-    int n = cf_atomic_load_int(&test_fail_events);
+    int n = cf_load_acquire(&test_fail_events);
     while (n > 0) {
-        if (cf_atomic_cas_int(&test_fail_events, &n, n - 1)) {
+        if (cf_cas(&test_fail_events, &n, n - 1)) {
             PyErr_NoMemory();
             return 1;
         }
@@ -579,7 +579,7 @@ test_fail_worker_events(PyObject *module, PyObject *arg)
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    cf_atomic_store_int(&test_fail_events, (int)n);
+    cf_store_release(&test_fail_events, (int)n);
     Py_RETURN_NONE;
 }
 
@@ -1359,7 +1359,7 @@ executor_copy(cf_executor *self, PyObject *unused)
      * that re-ran __init__ on self.  The fields are one __init__'s. */
     CF_BEGIN_CRITICAL(self)
     if (self->pool != NULL) {
-        (void)cf_atomic_add_ssize(&self->pool->handles, 1);
+        (void)cf_fetch_add(&self->pool->handles, 1);
         c->pool = (cf_pool *)Py_NewRef(self->pool);
         c->max_workers = Py_XNewRef(self->max_workers);
         c->prefix = Py_XNewRef(self->prefix);
