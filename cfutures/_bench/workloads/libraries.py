@@ -99,6 +99,23 @@ def _serial_run_in_executor(impl, n):
     return _run_unmodified(impl, body)
 
 
+def _gathered_run_in_executor_pool(impl, n):
+    # The code passes its own pool: a stdlib one without the line, a
+    # cfutures one with it (what a program that swapped the import and
+    # added the line runs).
+    import concurrent.futures
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            await loop.run_in_executor(pool, _noop)
+            t0 = _clock()
+            await asyncio.gather(*[loop.run_in_executor(pool, _noop)
+                                   for _ in range(n)])
+            return _clock() - t0
+    return _run_unmodified(impl, body)
+
+
 # ---- aiofiles --------------------------------------------------------------
 
 def _aiofiles_read(impl, n):
@@ -171,6 +188,13 @@ WORKLOADS = [
              "time",
         run=_serial_run_in_executor, n=2000, quick_n=500,
         goal=">= 4x", goal_ratio=1 / 4, peers=PEERS,
+        unavailable=_no_install, tags=("aio", "install"),
+    ),
+    Workload(
+        name="one line: gathered loop.run_in_executor(pool, noop), a "
+             "cfutures pool against a stdlib pool",
+        run=_gathered_run_in_executor_pool, n=5000, quick_n=5000,
+        goal=">= 10x", goal_ratio=1 / 10, peers=PEERS,
         unavailable=_no_install, tags=("aio", "install"),
     ),
     Workload(
