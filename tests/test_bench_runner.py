@@ -321,7 +321,7 @@ def test_one_line_rows_skip_without_process_wide_install(monkeypatch):
     from cfutures._bench.workloads import libraries
     monkeypatch.delattr(cfutures, "uninstall", raising=False)
     ws = [w for w in all_workloads() if w.name.startswith("one line:")]
-    assert len(ws) == 5
+    assert len(ws) == len(libraries.WORKLOADS) == 6
     results = run.run_benchmarks(ws, repeats=1)
     assert results["workloads"] == []
     assert {s["unavailable"] for s in results["skipped"]
