@@ -1504,14 +1504,11 @@ def test_race_concurrent_submits(mod, race_rounds, max_workers):
 
 
 @pytest.mark.timeout(120)
-def test_race_map_iterator_from_two_threads(mod, race_rounds):
+def test_race_map_iterator_from_two_threads(mod, race_rounds,
+                                            no_racy_generator_oracle):
     # One map() iterator driven by two threads at once: as with the
     # stdlib's generator, a thread that finds it running gets ValueError
     # ("generator already executing") and nothing is lost or doubled.
-    if (mod is concurrent.futures and sys.version_info < (3, 14)
-            and not getattr(sys, "_is_gil_enabled", lambda: True)()):
-        pytest.skip("the oracle is a generator, which a free-threaded "
-                    "CPython 3.13 does not guard: two threads crash it")
     for _ in range(race_rounds(20)):
         with mod.ThreadPoolExecutor(2) as e:
             n = 3000

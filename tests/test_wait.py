@@ -610,7 +610,8 @@ def test_as_completed_ignores_bare_cancel(mod):
     assert list(mod.as_completed([f], timeout=30)) == [f]
 
 
-def test_as_completed_concurrent_next_is_refused(mod):
+def test_as_completed_concurrent_next_is_refused(mod,
+                                                  no_racy_generator_oracle):
     f = mod.Future()
     g = std.Future()     # its _waiters shows when the other thread is in
     it = mod.as_completed([f, g], timeout=30)
