@@ -584,8 +584,10 @@ def draw_chart(results, path):
     if not bars:
         return None
 
-    height = 1.4 + 0.42 * len(bars)
-    fig, ax = plt.subplots(figsize=(11, height))
+    # Long names wrap, so the bars and their notes keep the width.
+    bars = [(textwrap.fill(b[0], 58),) + b[1:] for b in bars]
+    height = 1.4 + 0.5 * len(bars)
+    fig, ax = plt.subplots(figsize=(14, height))
     ys = list(range(len(bars)))[::-1]
     ax.barh(ys, [b[1] or 0 for b in bars], color=[b[3] for b in bars],
             height=0.6)
