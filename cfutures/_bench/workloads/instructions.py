@@ -155,12 +155,16 @@ WORKLOADS = [
 ]
 
 
-if __name__ == "__main__":
-    # python -m cfutures._bench.workloads.instructions PEER N OUT_DIR:
-    # keep both runs' callgrind files to see where the instructions go.
-    peer, n, out_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def main(argv):
+    """python -m cfutures._bench.workloads.instructions PEER N OUT_DIR:
+    keep both runs' callgrind files to see where the instructions go."""
+    peer, n, out_dir = argv[0], int(argv[1]), argv[2]
     os.makedirs(out_dir, exist_ok=True)
     first, second = counts(peer, (BASE, BASE + n),
                            _package_root(None), out_dir)
     print(f"{peer}: {(second - first) / n:,.0f} instructions per task "
           f"(callgrind.out.{peer}.{BASE} and .{BASE + n} in {out_dir})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
