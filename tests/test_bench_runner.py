@@ -1,6 +1,7 @@
 """The benchmark runner produces its JSON, table and chart; a peer that
 fails is reported, not fatal.  No timing is asserted here."""
 import json
+import os
 import sys
 
 import pytest
@@ -302,9 +303,12 @@ def test_instruction_workload_child_runs_without_valgrind(peer):
 
     from cfutures._bench.workloads import instructions
     root = instructions._package_root(None)
+    # The parent's environment too: under the asan gate the extension
+    # needs the preloaded sanitizer runtime (LD_PRELOAD).
     proc = subprocess.run(
         [sys.executable, "-c", instructions.CHILD, peer, "20"],
-        capture_output=True, text=True, timeout=60, env={"PYTHONPATH": root})
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=root))
     assert proc.returncode == 0, proc.stderr
 
 
