@@ -19,6 +19,13 @@
  *   stack; with no sleeper and room below max_workers it starts a thread,
  *   as the stdlib's _idle_semaphore does.  Workers busy running tasks are
  *   never signalled: they come back to the queue by themselves.
+ * - Without the GIL the pool's section is a real lock, and workers popping
+ *   one item each fought over it: a worker that pops from a long queue
+ *   takes its share of it along in the same section (a batch, up to
+ *   CF_POOL_BATCH), unless a worker is idle.  Batched items have not
+ *   started, so everyone else still sees them as queued: an idle worker
+ *   steals them (no item waits behind a long task while a worker sleeps),
+ *   shutdown(cancel_futures=True) cancels them, qsize() counts them.
  * - Before sleeping, one worker per pool polls for a few microseconds with
  *   the GIL released, yielding the CPU: the one-at-a-time round trip
  *   (submit, result, submit, ...) then skips the futex and the wakeup.
