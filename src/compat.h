@@ -215,18 +215,6 @@ cf_recursion_remaining(void)
 
 /* The atomics (cf_load_acquire, cf_cas, ...) are in platform.h. */
 
-/* How many queued items a pool worker takes in one critical section when
- * the queue is long (executor.c, batch_fill).  Without the GIL the pool's
- * section is a contended lock: workers popping one item each fought over
- * it and over its cache line (4 workers ran no-op tasks slower than 1).
- * With the GIL the section is free and a batch would only hold items back
- * from qsize() and from other workers: 1, no batches. */
-#ifdef Py_GIL_DISABLED
-#  define CF_POOL_BATCH 16
-#else
-#  define CF_POOL_BATCH 1
-#endif
-
 /* A lock for state shared across objects (the module's registry, lazy
  * initialisation): PyMutex on a free-threaded build (3.13+).  With the
  * GIL it is empty: no section it guards releases the GIL.  Blocking on a

@@ -19,13 +19,6 @@
  *   stack; with no sleeper and room below max_workers it starts a thread,
  *   as the stdlib's _idle_semaphore does.  Workers busy running tasks are
  *   never signalled: they come back to the queue by themselves.
- * - Without the GIL the pool's section is a real lock, and workers popping
- *   one item each fought over it: a worker that pops from a long queue
- *   takes its share of it along in the same section (a batch, up to
- *   CF_POOL_BATCH), unless a worker is idle.  Batched items have not
- *   started, so everyone else still sees them as queued: an idle worker
- *   steals them (no item waits behind a long task while a worker sleeps),
- *   shutdown(cancel_futures=True) cancels them, qsize() counts them.
  * - Before sleeping, one worker per pool polls for a few microseconds with
  *   the GIL released, yielding the CPU: the one-at-a-time round trip
  *   (submit, result, submit, ...) then skips the futex and the wakeup.
@@ -60,28 +53,13 @@ typedef struct cf_chunk {
     cf_item items[CF_CHUNK];
 } cf_chunk;
 
-/* A worker's sleeping place and batch, on the worker's C stack; linked
- * into the pool's idle stack while the worker sleeps, and into the pool's
- * list of workers while it runs. */
+/* A worker's sleeping place, on the worker's C stack; linked into the
+ * pool's idle stack while the worker sleeps. */
 typedef struct cf_worker {
     struct cf_worker *prev;
     struct cf_worker *next;
     cf_event ev;
     int in_idle;
-    /* p->workers, under the pool's critical section: how thieves (an idle
-     * worker, shutdown(cancel_futures=True), a failed initializer) reach
-     * the batch. */
-    struct cf_worker *all_prev;
-    struct cf_worker *all_next;
-    /* Items taken from the queue along with a popped one and not run yet:
-     * batch[0..batch_n), filled in the pool's critical section by the
-     * worker alone (batch_n too, so the worker may read it anywhere).  A
-     * slot belongs to whoever swaps its `future` to NULL (batch_claim): the
-     * worker, in order, outside the section, or a thief inside it; only
-     * the winner reads the slot's other fields.  The worker refills only
-     * once every slot is claimed. */
-    int batch_n;
-    cf_item batch[CF_POOL_BATCH];
 } cf_worker;
 
 /* Guards: everything below is read and written in the pool's critical
@@ -105,7 +83,6 @@ typedef struct cf_pool {
     int tail_i;
     Py_ssize_t count;           /* queued items */
     cf_worker *idle;            /* sleeping workers, most recent first */
-    cf_worker *workers;         /* running workers, their batches */
     Py_ssize_t max_workers;
     Py_ssize_t n_workers;       /* threads in `threads` plus n_starting:
                                    what max_workers bounds */
@@ -198,99 +175,6 @@ item_clear(cf_item *it)
     Py_CLEAR(it->fn);
     Py_CLEAR(it->args);
     Py_CLEAR(it->kwargs);
-}
-
-/* Claim slot i of w's batch: 1 and the item's references moved to *out,
- * or 0 when another thread claimed it first. */
-static int
-batch_claim(cf_worker *w, int i, cf_item *out)
-{
-    PyObject *f = cf_exchange(&w->batch[i].future, (PyObject *)NULL);
-    if (f == NULL) {
-        return 0;
-    }
-    out->future = f;
-    out->fn = w->batch[i].fn;
-    out->args = w->batch[i].args;
-    out->kwargs = w->batch[i].kwargs;
-    out->single = w->batch[i].single;
-    return 1;
-}
-
-/* In the pool's critical section, right after w popped an item from a
- * queue of `before` items: take w's fair share of the rest into its batch
- * (at most CF_POOL_BATCH), so a long queue costs w one section per batch,
- * not per item.  No batch while a worker is idle: it could have run those
- * items now (and a worker only goes idle after finding every batch
- * claimed, batch_steal), nor with a short queue. */
-static void
-batch_fill(cf_pool *p, cf_worker *w, Py_ssize_t before)
-{
-    int n = 0;
-#if CF_POOL_BATCH > 1
-    Py_ssize_t share = before / (p->n_workers > 0 ? p->n_workers : 1) - 1;
-    if (p->idle == NULL && share > 0) {
-        if (share > CF_POOL_BATCH) {
-            share = CF_POOL_BATCH;
-        }
-        cf_item it;
-        while (n < share && pool_pop(p, &it)) {
-            cf_item *slot = &w->batch[n++];
-            slot->fn = it.fn;
-            slot->args = it.args;
-            slot->kwargs = it.kwargs;
-            slot->single = it.single;
-            cf_store_release(&slot->future, it.future);
-        }
-    }
-#else
-    (void)p;
-    (void)before;
-#endif
-    w->batch_n = n;
-}
-
-/* In the pool's critical section: claim an item still waiting in the
- * batch of a worker other than `self` (NULL: any worker), the oldest
- * first if `oldest`, else the newest (a thief takes from the end, the
- * owner runs from the front).  1 and *out, or 0. */
-static int
-batch_steal(cf_pool *p, cf_worker *self, int oldest, cf_item *out)
-{
-    for (cf_worker *w = p->workers; w != NULL; w = w->all_next) {
-        if (w == self) {
-            continue;
-        }
-        int n = w->batch_n;
-        for (int j = 0; j < n && j < CF_POOL_BATCH; j++) {
-            if (batch_claim(w, oldest ? j : n - 1 - j, out)) {
-                return 1;
-            }
-        }
-    }
-    return 0;
-}
-
-/* In the pool's critical section: items waiting in batches. */
-static Py_ssize_t
-batch_count(cf_pool *p)
-{
-    Py_ssize_t n = 0;
-    for (cf_worker *w = p->workers; w != NULL; w = w->all_next) {
-        for (int i = 0; i < w->batch_n && i < CF_POOL_BATCH; i++) {
-            n += cf_load_acquire(&w->batch[i].future) != NULL;
-        }
-    }
-    return n;
-}
-
-/* In the pool's critical section: the oldest item not yet taken to run,
- * from a batch (those were queued first) or the queue.  For those who
- * fail or cancel what is pending. */
-static int
-pool_take_pending(cf_pool *p, cf_item *out)
-{
-    return batch_steal(p, NULL, 1, out) || pool_pop(p, out);
 }
 
 static void idle_remove(cf_pool *p, cf_worker *w);
@@ -524,7 +408,7 @@ pool_initializer_failed(cf_pool *p)
         cf_item it;
         int got;
         CF_BEGIN_CRITICAL(p)
-        got = pool_take_pending(p, &it);
+        got = pool_pop(p, &it);
         CF_END_CRITICAL()
         if (!got) {
             break;
@@ -699,27 +583,6 @@ test_fail_worker_events(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* Run an item a worker took; 1 when the worker must leave now (a task
- * forked and this is the child). */
-static int
-worker_run(cf_pool *p, cf_item *it, unsigned int *n)
-{
-    current_pool = p;
-    run_item(p, it);
-    current_pool = NULL;
-    if (current_returning) {
-        current_returning = 0;
-        (void)cf_fetch_add(&p->n_returning, -1);
-    }
-    if (current_orphan) {
-        return 1;
-    }
-    if ((++*n & (CF_SWITCH_EVERY - 1)) == 0) {
-        switch_point(p->st);
-    }
-    return 0;
-}
-
 /* The thread target: pool._worker(initializer, initargs). */
 static PyObject *
 pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
@@ -745,8 +608,7 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(r);
     }
-    cf_worker w;
-    memset(&w, 0, sizeof(w));
+    cf_worker w = {NULL, NULL, {NULL, 0}, 0};
     /* Without its event a worker cannot sleep: it still runs what is
      * queued (the submit that started it queued a call and counts on it),
      * then leaves. */
@@ -755,14 +617,7 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         log_critical(st, "Exception in worker");
     }
     unsigned int n = 0;
-    int stopping = 0, orphaned = 0;
-    CF_BEGIN_CRITICAL(p)
-    w.all_next = p->workers;
-    if (p->workers != NULL) {
-        p->workers->all_prev = &w;
-    }
-    p->workers = &w;
-    CF_END_CRITICAL()
+    int stopping = 0;
     for (;;) {
         cf_item it;
         int got, spin = 0;
@@ -771,23 +626,13 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
          * it (the pop finds the item, or the worker leaves) or after it
          * (and finds this worker on the idle stack to wake). */
         CF_BEGIN_CRITICAL(p)
-        Py_ssize_t before = p->count;
         got = pool_pop(p, &it);
         if (got) {
-            batch_fill(p, &w, before);
             if (p->count > 0) {
                 /* More work than this worker: work that releases the GIL
                  * spreads over the pool. */
                 (void)pool_cover(p);
             }
-        }
-        else if (batch_steal(p, &w, 0, &it)) {
-            /* The queue is empty but another worker's batch is not (its
-             * current task may be long): run it here rather than idle.
-             * Before `stop` is read too, so a stopping pool drains its
-             * batches in parallel. */
-            got = 1;
-            w.batch_n = 0;
         }
         else if (p->stop || no_event) {
             stopping = p->stop;
@@ -813,20 +658,18 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
         }
         CF_END_CRITICAL()
         if (got) {
-            orphaned = worker_run(p, &it, &n);
-            for (int i = 0; i < w.batch_n && i < CF_POOL_BATCH; i++) {
-                if (!batch_claim(&w, i, &it)) {
-                    continue;       /* stolen or cancelled */
-                }
-                if (orphaned) {
-                    item_clear(&it);
-                }
-                else {
-                    orphaned = worker_run(p, &it, &n);
-                }
+            current_pool = p;
+            run_item(p, &it);
+            current_pool = NULL;
+            if (current_returning) {
+                current_returning = 0;
+                (void)cf_fetch_add(&p->n_returning, -1);
             }
-            if (orphaned) {
+            if (current_orphan) {
                 break;
+            }
+            if ((++n & (CF_SWITCH_EVERY - 1)) == 0) {
+                switch_point(st);
             }
             continue;
         }
@@ -859,20 +702,6 @@ pool_worker(cf_pool *p, PyObject *const *args, Py_ssize_t nargs)
             no_event = 1;
             break;
         }
-    }
-    if (!orphaned) {
-        /* (A forked child forgot the list: not ours to unlink from.) */
-        CF_BEGIN_CRITICAL(p)
-        if (w.all_prev != NULL) {
-            w.all_prev->all_next = w.all_next;
-        }
-        else {
-            p->workers = w.all_next;
-        }
-        if (w.all_next != NULL) {
-            w.all_next->all_prev = w.all_prev;
-        }
-        CF_END_CRITICAL()
     }
     if (!stopping) {
         CF_BEGIN_CRITICAL(p)
@@ -954,28 +783,16 @@ pool_count(cf_pool *p)
     return n;
 }
 
-/* Items not yet taken to run: queued, or waiting in a worker's batch (the
- * stdlib's queue would still hold those). */
-static Py_ssize_t
-pool_pending(cf_pool *p)
-{
-    Py_ssize_t n;
-    CF_BEGIN_CRITICAL(p)
-    n = p->count + batch_count(p);
-    CF_END_CRITICAL()
-    return n;
-}
-
 static PyObject *
 pool_qsize(cf_pool *p, PyObject *unused)
 {
-    return PyLong_FromSsize_t(pool_pending(p));
+    return PyLong_FromSsize_t(pool_count(p));
 }
 
 static PyObject *
 pool_empty(cf_pool *p, PyObject *unused)
 {
-    return PyBool_FromLong(pool_pending(p) == 0);
+    return PyBool_FromLong(pool_count(p) == 0);
 }
 
 static int
@@ -1466,7 +1283,7 @@ executor_shutdown(cf_executor *self, PyObject *const *args, Py_ssize_t nargs,
         cf_item it;
         int got;
         CF_BEGIN_CRITICAL(p)
-        got = pool_take_pending(p, &it);
+        got = pool_pop(p, &it);
         CF_END_CRITICAL()
         if (!got) {
             break;
@@ -2635,9 +2452,6 @@ after_fork_child(PyObject *module, PyObject *unused)
     for (cf_pool *p = st->pools; p != NULL; p = p->next_pool) {
         CF_BEGIN_CRITICAL(p)
         p->idle = NULL;
-        /* The parent's workers' batches are gone with their threads (their
-         * items are not released: their stacks are not ours to walk). */
-        p->workers = NULL;
         p->n_workers = 0;
         p->n_starting = 0;
         p->n_waking = 0;

@@ -286,9 +286,9 @@ def test_cancel_futures_long_queue(mod):
         queued[0].result()
 
 
-# Without the GIL a cfutures worker takes a batch of items off a long
-# queue in one go (CF_POOL_BATCH in src/compat.h).  Items in a batch have
-# not started: for every observer they are still queued, as in the stdlib.
+# Items a worker has not started are still queued for every observer, as
+# in the stdlib, whatever the pool does to pop them cheaply (a worker that
+# took a batch off a long queue must let them be cancelled, and stolen).
 
 @pytest.mark.timeout(60)
 def test_cancel_futures_cancels_items_a_worker_took_along(mod):
