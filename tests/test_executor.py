@@ -286,6 +286,61 @@ def test_cancel_futures_long_queue(mod):
         queued[0].result()
 
 
+# Items a worker has not started are still queued for every observer, as
+# in the stdlib, whatever the pool does to pop them cheaply (a worker that
+# took a batch off a long queue must let them be cancelled, and stolen).
+
+@pytest.mark.timeout(60)
+def test_cancel_futures_cancels_items_a_worker_took_along(mod):
+    # One worker pops `blocker` off a long queue (taking the items behind
+    # it along, on a free-threaded build) and blocks in it: shutdown(
+    # cancel_futures=True) cancels every item behind it, none of them runs.
+    e = mod.ThreadPoolExecutor(1)
+    first, blocker = Gate(), Gate()
+    ran = []
+    try:
+        head = e.submit(first)
+        first.wait_entered()
+        held = e.submit(blocker)
+        queued = [e.submit(ran.append, i) for i in range(40)]
+        first.open()
+        blocker.wait_entered()
+        assert e._work_queue.qsize() == 40
+        e.shutdown(wait=False, cancel_futures=True)
+        assert [f.cancelled() for f in queued] == [True] * 40
+    finally:
+        first.open()
+        blocker.open()
+        e.shutdown(wait=True)
+    assert head.result(timeout=30) is None
+    assert held.result(timeout=30) is None
+    assert ran == []
+
+
+@pytest.mark.timeout(60)
+def test_busy_worker_does_not_hold_back_the_items_behind_it(mod):
+    # Both workers pop off a long queue at once; whichever takes `slow`
+    # blocks in it: the other runs every other item meanwhile, including
+    # those the first took along with `slow` (it steals them).
+    e = mod.ThreadPoolExecutor(2)
+    start, slow = Gate(), Gate()
+    try:
+        busy = [e.submit(start) for _ in range(2)]
+        start.wait_entered(2)
+        held = e.submit(slow)
+        quick = [e.submit(pow, i, 2) for i in range(60)]
+        start.open()
+        done, pending = mod.wait(quick, timeout=30)
+        assert not pending
+        assert not held.done()
+        assert [f.result() for f in quick] == [i * i for i in range(60)]
+    finally:
+        start.open()
+        slow.open()
+        e.shutdown(wait=True)
+    assert [f.result(timeout=30) for f in busy + [held]] == [None] * 3
+
+
 def test_context_manager(mod):
     with mod.ThreadPoolExecutor(2) as e:
         fs = [e.submit(time.sleep, 0.001) for _ in range(20)]
