@@ -62,7 +62,8 @@ struct multiwait {
     Py_ssize_t ninstalled;   /* items with F_LINKED or F_WAITER */
     PyObject **items;        /* the distinct futures */
     unsigned char *flags;
-    cf_waitnode *nodes;      /* made at the first link */
+    cf_waitnode *nodes;      /* written when linked; all four arrays
+                                are one block, headed by items */
     PyObject **waiters;      /* made at the first foreign future */
     unsigned char *done;     /* wait(): item i counts as done; mw->lock */
     mw_done_fn on_done;
@@ -104,11 +105,9 @@ mw_init(multiwait *mw, cf_state *st, mw_done_fn on_done)
 static void
 mw_free(multiwait *mw)
 {
+    /* items heads the one block of items, done, flags and nodes. */
     PyMem_Free(mw->items);
-    PyMem_Free(mw->flags);
-    PyMem_Free(mw->nodes);
     PyMem_Free(mw->waiters);
-    PyMem_Free(mw->done);
     mw_init(mw, mw->st, mw->on_done);
 }
 
@@ -148,8 +147,15 @@ mw_is_done(multiwait *mw, Py_ssize_t i)
     return d;
 }
 
-/* Take the distinct futures of `fs` (a set we own, not changed while we
- * run): new references when `own`, else borrowed from fs. */
+/* Take the distinct futures of `fs`: new references when `own`, else
+ * borrowed from fs.  fs must be a set this call made (PySet_New) and
+ * never showed anyone: no other thread can change it, and nothing was
+ * ever discarded from it, so its table is read directly, a slot at a
+ * time, rather than through the set's iterator (an object and a call per
+ * future from 3.13) or _PySet_NextEntry (private, and several times the
+ * cost of the read).  A slot holds a future if its key is set and is not
+ * the dummy of a deleted entry (whose hash is -1, which no real hash
+ * is): the test keeps the walk right even if fs ever had a deletion. */
 static int
 mw_fill(multiwait *mw, PyObject *fs, int own)
 {
@@ -157,35 +163,38 @@ mw_fill(multiwait *mw, PyObject *fs, int own)
     if (n == 0) {
         return 0;
     }
-    /* Zeroed: the GC may look at items while they are filled. */
-    mw->items = PyMem_Calloc(n, sizeof(PyObject *));
-    mw->flags = PyMem_Calloc(n, 1);
-    mw->done = PyMem_Calloc(n, 1);
-    if (mw->items == NULL || mw->flags == NULL || mw->done == NULL) {
-        mw_free(mw);
+    /* One block for the per-item arrays: items (zeroed: as_completed's
+     * GC traversal may see them before they are filled), done[] and
+     * flags[] (zeroed), then the wait nodes (written when linked). */
+    size_t head = (size_t)n * sizeof(PyObject *) + 2 * (size_t)n;
+    size_t head_aligned = (head + _Alignof(cf_waitnode) - 1)
+                          & ~(size_t)(_Alignof(cf_waitnode) - 1);
+    if ((size_t)n > (PY_SSIZE_T_MAX - head_aligned) / sizeof(cf_waitnode)) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_ssize_t i = 0;
-    cf_set_walk walk;
-    PyObject *f;
-    int rc = cf_set_walk_start(&walk, fs);
-    while (rc == 0 && i < n && (rc = cf_set_walk_next(&walk, &f)) == 1) {
-        mw->items[i] = f;
-        mw->flags[i] = mw_classify(mw, i, f);
-        if (!own) {
-            Py_DECREF(f);       /* fs keeps it alive */
-        }
-        i++;
-        rc = 0;
-    }
-    cf_set_walk_end(&walk);
-    if (rc < 0) {
-        for (Py_ssize_t j = 0; own && j < i; j++) {
-            Py_DECREF(mw->items[j]);
-        }
-        mw_free(mw);
+    char *block = PyMem_Malloc(head_aligned + (size_t)n * sizeof(cf_waitnode));
+    if (block == NULL) {
+        PyErr_NoMemory();
         return -1;
+    }
+    memset(block, 0, head);
+    mw->items = (PyObject **)block;
+    mw->done = (unsigned char *)(mw->items + n);
+    mw->flags = mw->done + n;
+    mw->nodes = (cf_waitnode *)(block + head_aligned);
+
+    setentry *entry = ((PySetObject *)fs)->table;
+    setentry *end = entry + ((PySetObject *)fs)->mask + 1;
+    Py_ssize_t i = 0;
+    for (; entry < end && i < n; entry++) {
+        PyObject *f = entry->key;
+        if (f == NULL || entry->hash == -1) {
+            continue;
+        }
+        mw->items[i] = own ? Py_NewRef(f) : f;
+        mw->flags[i] = mw_classify(mw, i, f);
+        i++;
     }
     mw->n = i;
     return 0;
@@ -400,20 +409,12 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
 
 /* Start watching item i: 1 already done (nothing installed; *how set if
  * `how` is not NULL), 0 installed, -1 error. */
-static int
+static inline int
 mw_install(multiwait *mw, Py_ssize_t i, int *how)
 {
     if (mw->flags[i] & F_CF) {
         cf_future *cf = (cf_future *)mw->items[i];
         int done;
-        if (mw->nodes == NULL) {
-            /* Uninitialised: a node is written when it is linked. */
-            mw->nodes = PyMem_Malloc(mw->n * sizeof(cf_waitnode));
-            if (mw->nodes == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-        }
         /* Check and link in one critical section: no completion can fall
          * between them. */
         CF_BEGIN_CRITICAL(cf)
@@ -435,7 +436,7 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
 /* Unlink node i in its future's critical section: a no-op if the
  * notification unlinked it already, and either way, once out of the
  * section, no notify of it is still running. */
-static void
+static inline void
 mw_unlink(multiwait *mw, Py_ssize_t i)
 {
     CF_BEGIN_CRITICAL(mw->items[i])
@@ -514,8 +515,15 @@ mw_uninstall_all(multiwait *mw)
     int rc = 0;
     PyObject *type = NULL, *value = NULL, *tb = NULL;
     for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
-        if (mw->items[i] == NULL
-            || !(mw->flags[i] & (F_LINKED | F_WAITER))) {
+        unsigned char fl = mw->flags[i];
+        if (fl == (F_CF | F_LINKED)) {
+            /* The common case, inline: a linked cfutures future. */
+            mw_unlink(mw, i);
+            mw->flags[i] = F_CF;
+            mw->ninstalled--;
+            continue;
+        }
+        if (mw->items[i] == NULL || !(fl & (F_LINKED | F_WAITER))) {
             continue;
         }
         if (mw_uninstall(mw, i) < 0) {
@@ -879,7 +887,12 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
 
     for (Py_ssize_t i = 0; i < n; i++) {
-        if ((wc.mw.flags[i] & F_WAITER) || mw_is_done(&wc.mw, i)) {
+        /* A cfutures future's done[i] is the snapshot's until its node
+         * is linked: nothing else writes it, so it is read without the
+         * lock (notifications write other bytes of done[]). */
+        unsigned char fl = wc.mw.flags[i];
+        if ((fl & F_CF) ? wc.mw.done[i]
+                        : ((fl & F_WAITER) || mw_is_done(&wc.mw, i))) {
             continue;
         }
         int how;
