@@ -120,21 +120,54 @@ is_cf_future(cf_state *st, PyObject *op)
            || PyType_IsSubtype(tp, st->future_type);
 }
 
+static void mw_notify(cf_waitnode *node, PyObject *future, int kind);
+
+/* What mw_fill does with a cfutures future that is not done. */
+enum {
+    FILL_SNAPSHOT,          /* nothing: mw_install links it later */
+    FILL_LINK,              /* link its node */
+    FILL_LINK_UNTIL_DONE,   /* link its node, until a future is found done
+                               (wait(FIRST_COMPLETED): the call returns at
+                               once then, and unlinks what it linked) */
+};
+
 /* Flags of new item i: F_CF, and done[i] for a cfutures future that is
- * done already (the snapshot, taken here to touch each future once less;
- * nothing is installed yet, so no lock). */
+ * done already (the snapshot), or F_LINKED when *link says so and it is
+ * not: one look at each future, in one critical section, with the state
+ * check that must go with a link.  The snapshot's done[i] is written
+ * without mw->lock: nothing notifies item i unless it is linked, and a
+ * notification of another item writes another byte. */
 static inline unsigned char
-mw_classify(multiwait *mw, Py_ssize_t i, PyObject *f)
+mw_classify(multiwait *mw, Py_ssize_t i, PyObject *f, int *link)
 {
     if (!is_cf_future(mw->st, f)) {
         mw->nforeign++;
         return 0;
     }
-    if (cf_future_state((cf_future *)f) >= CF_CANCELLED_AND_NOTIFIED) {
+    cf_future *cf = (cf_future *)f;
+    unsigned char fl = F_CF;
+    if (*link == FILL_SNAPSHOT) {
+        if (cf_future_state(cf) >= CF_CANCELLED_AND_NOTIFIED) {
+            mw->ndone++;
+            mw->done[i] = 1;
+        }
+        return fl;
+    }
+    CF_BEGIN_CRITICAL(cf)
+    if (cf->state >= CF_CANCELLED_AND_NOTIFIED) {
         mw->ndone++;
         mw->done[i] = 1;
     }
-    return F_CF;
+    else {
+        cf_future_link(cf, &mw->nodes[i], mw_notify, mw);
+        fl |= F_LINKED;
+        mw->ninstalled++;
+    }
+    CF_END_CRITICAL()
+    if (mw->ndone > 0 && *link == FILL_LINK_UNTIL_DONE) {
+        *link = FILL_SNAPSHOT;
+    }
+    return fl;
 }
 
 /* done[i], read by the calling thread while notifications may run. */
@@ -155,9 +188,11 @@ mw_is_done(multiwait *mw, Py_ssize_t i)
  * future from 3.13) or _PySet_NextEntry (private, and several times the
  * cost of the read).  A slot holds a future if its key is set and is not
  * the dummy of a deleted entry (whose hash is -1, which no real hash
- * is): the test keeps the walk right even if fs ever had a deletion. */
+ * is): the test keeps the walk right even if fs ever had a deletion.
+ * `link` (FILL_*) says whether the pending cfutures futures get their
+ * nodes now; a linked node may be notified before this returns. */
 static int
-mw_fill(multiwait *mw, PyObject *fs, int own)
+mw_fill(multiwait *mw, PyObject *fs, int own, int link)
 {
     Py_ssize_t n = PySet_GET_SIZE(fs);
     if (n == 0) {
@@ -193,7 +228,7 @@ mw_fill(multiwait *mw, PyObject *fs, int own)
             continue;
         }
         mw->items[i] = own ? Py_NewRef(f) : f;
-        mw->flags[i] = mw_classify(mw, i, f);
+        mw->flags[i] = mw_classify(mw, i, f, &link);
         i++;
     }
     mw->n = i;
@@ -814,19 +849,31 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     PyObject *result = NULL;
     waitcall wc;
     wc.armed = 0;
+    wc.ndone = 0;
     wc.nraised = 0;
     int have_event = 0;
     mw_init(&wc.mw, st, wait_on_done);
-    /* The snapshot of the cfutures futures, taken while filling. */
-    if (mw_fill(&wc.mw, fs, 0) < 0) {
-        goto exit;
-    }
-    Py_ssize_t n = wc.mw.n;
-    wc.ndone = wc.mw.ndone;
     if (parse_return_when(st, return_when, &wc.mode) < 0) {
         goto exit;
     }
     int poll = is_poll(timeout);
+    /* The snapshot of the cfutures futures, taken while filling; unless
+     * the call cannot block, their nodes are linked in the same look
+     * (a call that then returns early unlinks them). */
+    int link = poll || wc.mode == MODE_INVALID ? FILL_SNAPSHOT
+               : wc.mode == MODE_FIRST_COMPLETED ? FILL_LINK_UNTIL_DONE
+               : FILL_LINK;
+    if (mw_fill(&wc.mw, fs, 0, link) < 0) {
+        goto exit;
+    }
+    Py_ssize_t n = wc.mw.n;
+    /* Items done when looked at and not installed: the snapshot. */
+    Py_ssize_t nsnapshot = wc.mw.ndone;
+    /* Linked nodes may have counted themselves already. */
+    cf_spin_lock(&wc.mw.lock);
+    wc.ndone += wc.mw.ndone;
+    Py_ssize_t ndone_now = wc.ndone;
+    cf_spin_unlock(&wc.mw.lock);
 
     /* The other futures, each under its _condition.  Unless the answer is
      * known to come from the snapshot alone, their waiters go in now, in
@@ -834,7 +881,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
      * in the stdlib); a waiter that fires before we are armed only
      * counts. */
     int install_now = !poll && wc.mode != MODE_INVALID
-                      && !(wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
+                      && !(wc.mode == MODE_FIRST_COMPLETED && ndone_now > 0);
     for (Py_ssize_t i = 0; wc.mw.nforeign > 0 && i < n; i++) {
         if (wc.mw.flags[i] & F_CF) {
             continue;
@@ -849,6 +896,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         if (d) {
             /* Done when we looked: part of the snapshot. */
             wait_on_done(&wc.mw, i, HOW_RESULT);
+            nsnapshot++;
         }
     }
 
@@ -886,13 +934,16 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto exit;
     }
 
-    for (Py_ssize_t i = 0; i < n; i++) {
+    /* Whatever is neither installed nor in the snapshot: nothing, when
+     * mw_fill linked every pending cfutures future and the loop above
+     * installed every pending foreign one. */
+    for (Py_ssize_t i = 0; wc.mw.ninstalled + nsnapshot < n && i < n; i++) {
         /* A cfutures future's done[i] is the snapshot's until its node
          * is linked: nothing else writes it, so it is read without the
          * lock (notifications write other bytes of done[]). */
         unsigned char fl = wc.mw.flags[i];
-        if ((fl & F_CF) ? wc.mw.done[i]
-                        : ((fl & F_WAITER) || mw_is_done(&wc.mw, i))) {
+        if ((fl & (F_LINKED | F_WAITER))
+            || ((fl & F_CF) ? wc.mw.done[i] : mw_is_done(&wc.mw, i))) {
             continue;
         }
         int how;
@@ -1052,7 +1103,7 @@ ac_start(ascompleted *it)
     if (fs == NULL) {
         return -1;
     }
-    int rc = mw_fill(&it->mw, fs, 1);
+    int rc = mw_fill(&it->mw, fs, 1, FILL_SNAPSHOT);
     Py_DECREF(fs);
     if (rc < 0) {
         return -1;
