@@ -131,45 +131,6 @@ enum {
                                once then, and unlinks what it linked) */
 };
 
-/* Flags of new item i: F_CF, and done[i] for a cfutures future that is
- * done already (the snapshot), or F_LINKED when *link says so and it is
- * not: one look at each future, in one critical section, with the state
- * check that must go with a link.  The snapshot's done[i] is written
- * without mw->lock: nothing notifies item i unless it is linked, and a
- * notification of another item writes another byte. */
-static inline unsigned char
-mw_classify(multiwait *mw, Py_ssize_t i, PyObject *f, int *link)
-{
-    if (!is_cf_future(mw->st, f)) {
-        mw->nforeign++;
-        return 0;
-    }
-    cf_future *cf = (cf_future *)f;
-    unsigned char fl = F_CF;
-    if (*link == FILL_SNAPSHOT) {
-        if (cf_future_state(cf) >= CF_CANCELLED_AND_NOTIFIED) {
-            mw->ndone++;
-            mw->done[i] = 1;
-        }
-        return fl;
-    }
-    CF_BEGIN_CRITICAL(cf)
-    if (cf->state >= CF_CANCELLED_AND_NOTIFIED) {
-        mw->ndone++;
-        mw->done[i] = 1;
-    }
-    else {
-        cf_future_link(cf, &mw->nodes[i], mw_notify, mw);
-        fl |= F_LINKED;
-        mw->ninstalled++;
-    }
-    CF_END_CRITICAL()
-    if (mw->ndone > 0 && *link == FILL_LINK_UNTIL_DONE) {
-        *link = FILL_SNAPSHOT;
-    }
-    return fl;
-}
-
 /* done[i], read by the calling thread while notifications may run. */
 static int
 mw_is_done(multiwait *mw, Py_ssize_t i)
@@ -219,6 +180,19 @@ mw_fill(multiwait *mw, PyObject *fs, int own, int link)
     mw->flags = mw->done + n;
     mw->nodes = (cf_waitnode *)(block + head_aligned);
 
+    /* Each item's flags: F_CF, and done[i] for a cfutures future that is
+     * done already (the snapshot), or F_LINKED when `link` says so and it
+     * is not: one look at each future, in one critical section, with the
+     * state check that must go with a link.  The snapshot's done[i] is
+     * written without mw->lock: nothing notifies item i unless it is
+     * linked, and a notification of another item writes another byte.
+     * The counts stay in locals while the loop calls out to link. */
+    PyTypeObject *public_type = mw->st->public_future_type;
+    PyTypeObject *future_type = mw->st->future_type;
+    PyObject **items = mw->items;
+    unsigned char *done = mw->done, *flags = mw->flags;
+    cf_waitnode *nodes = mw->nodes;
+    Py_ssize_t nforeign = 0, ndone = 0, nlinked = 0;
     setentry *entry = ((PySetObject *)fs)->table;
     setentry *end = entry + ((PySetObject *)fs)->mask + 1;
     Py_ssize_t i = 0;
@@ -227,10 +201,43 @@ mw_fill(multiwait *mw, PyObject *fs, int own, int link)
         if (f == NULL || entry->hash == -1) {
             continue;
         }
-        mw->items[i] = own ? Py_NewRef(f) : f;
-        mw->flags[i] = mw_classify(mw, i, f, &link);
+        items[i] = own ? Py_NewRef(f) : f;
+        PyTypeObject *tp = Py_TYPE(f);
+        if (tp != public_type && tp != future_type
+            && !PyType_IsSubtype(tp, future_type)) {
+            nforeign++;
+            flags[i++] = 0;
+            continue;
+        }
+        cf_future *cf = (cf_future *)f;
+        flags[i] = F_CF;
+        if (link == FILL_SNAPSHOT) {
+            if (cf_future_state(cf) >= CF_CANCELLED_AND_NOTIFIED) {
+                ndone++;
+                done[i] = 1;
+            }
+            i++;
+            continue;
+        }
+        CF_BEGIN_CRITICAL(cf)
+        if (cf->state >= CF_CANCELLED_AND_NOTIFIED) {
+            ndone++;
+            done[i] = 1;
+            if (link == FILL_LINK_UNTIL_DONE) {
+                link = FILL_SNAPSHOT;
+            }
+        }
+        else {
+            cf_future_link(cf, &nodes[i], mw_notify, mw);
+            flags[i] = F_CF | F_LINKED;
+            nlinked++;
+        }
+        CF_END_CRITICAL()
         i++;
     }
+    mw->nforeign = nforeign;
+    mw->ndone = ndone;
+    mw->ninstalled = nlinked;
     mw->n = i;
     return 0;
 }
@@ -549,28 +556,38 @@ mw_uninstall_all(multiwait *mw)
 {
     int rc = 0;
     PyObject *type = NULL, *value = NULL, *tb = NULL;
-    for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
-        unsigned char fl = mw->flags[i];
+    /* The common case stays in locals while the loop calls out to
+     * unlink: a linked cfutures future. */
+    PyObject **items = mw->items;
+    unsigned char *flags = mw->flags;
+    cf_waitnode *nodes = mw->nodes;
+    Py_ssize_t n = mw->n, left = mw->ninstalled;
+    for (Py_ssize_t i = 0; left > 0 && i < n; i++) {
+        unsigned char fl = flags[i];
         if (fl == (F_CF | F_LINKED)) {
-            /* The common case, inline: a linked cfutures future. */
-            mw_unlink(mw, i);
-            mw->flags[i] = F_CF;
-            mw->ninstalled--;
+            CF_BEGIN_CRITICAL(items[i])
+            cf_future_unlink(&nodes[i]);
+            CF_END_CRITICAL()
+            flags[i] = F_CF;
+            left--;
             continue;
         }
-        if (mw->items[i] == NULL || !(fl & (F_LINKED | F_WAITER))) {
+        if (items[i] == NULL || !(fl & (F_LINKED | F_WAITER))) {
             continue;
         }
+        mw->ninstalled = left;
         if (mw_uninstall(mw, i) < 0) {
             if (rc == 0) {
                 rc = -1;
                 PyErr_Fetch(&type, &value, &tb);
             }
             else {
-                PyErr_WriteUnraisable(mw->items[i]);
+                PyErr_WriteUnraisable(items[i]);
             }
         }
+        left = mw->ninstalled;
     }
+    mw->ninstalled = left;
     if (rc < 0) {
         PyErr_Restore(type, value, tb);
     }
