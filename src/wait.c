@@ -830,6 +830,9 @@ is_poll(PyObject *timeout)
     return secs <= 0 || (secs != secs && CF_NAN_TIMEOUT_POLLS);
 }
 
+/* How long a blocking wait() polls before it sleeps (cf_event_poll). */
+#define WAIT_SPIN_NS 30000
+
 /* Uninstall everything; on the way out of an error, keep that error. */
 static int
 wait_uninstall(waitcall *wc)
@@ -988,9 +991,14 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     wc.armed = 1;
     wait_check(&wc);
     cf_spin_unlock(&wc.mw.lock);
+    /* The completer is often a few microseconds away, on the other CPU:
+     * poll briefly, as result() does, before paying for a futex sleep
+     * and the wakeup of an idle CPU (tens of microseconds on a VM). */
     int64_t ns;
+    int polled = 0;
     if (cf_parse_timeout(timeout, &ns) < 0
-        || cf_event_wait(&wc.mw.ev, ns) < 0) {
+        || (polled = cf_event_poll(&wc.mw.ev, &ns, WAIT_SPIN_NS)) < 0
+        || (!polled && cf_event_wait(&wc.mw.ev, ns) < 0)) {
         wait_uninstall(&wc);
         goto exit;
     }
