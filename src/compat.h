@@ -81,59 +81,6 @@ cf_monotonic_ns(void)
 #endif
 }
 
-/* ---- sets ----------------------------------------------------------- */
-
-/* Iterate a set or frozenset, each item as a new reference.  Before 3.13
- * the set's own table is walked (no iterator object); from 3.13 the
- * walker is private and, without the GIL, unsafe against another thread
- * changing the set, so the set's iterator is used. */
-typedef struct {
-    PyObject *set;
-    Py_ssize_t pos;
-    PyObject *iter;
-} cf_set_walk;
-
-/* 0, or -1 with an exception. */
-static inline int
-cf_set_walk_start(cf_set_walk *w, PyObject *set)
-{
-    w->set = set;
-    w->pos = 0;
-#if PY_VERSION_HEX >= 0x030D0000
-    w->iter = PyObject_GetIter(set);
-    return w->iter == NULL ? -1 : 0;
-#else
-    w->iter = NULL;
-    return 0;
-#endif
-}
-
-/* 1 with *item (new ref), 0 at the end, -1 with an exception. */
-static inline int
-cf_set_walk_next(cf_set_walk *w, PyObject **item)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    *item = PyIter_Next(w->iter);
-    if (*item == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    return 1;
-#else
-    Py_hash_t hash;
-    if (!_PySet_NextEntry(w->set, &w->pos, item, &hash)) {
-        return 0;
-    }
-    Py_INCREF(*item);
-    return 1;
-#endif
-}
-
-static inline void
-cf_set_walk_end(cf_set_walk *w)
-{
-    Py_CLEAR(w->iter);
-}
-
 /* ---- timeouts ------------------------------------------------------- */
 
 /* Whether threading.Condition.wait(timeout) polls rather than blocks for

@@ -222,3 +222,33 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
         return cf_load_acquire(&ev->is_set) ? 1 : 0;
     }
 }
+
+int
+cf_event_poll(cf_event *ev, int64_t *timeout_ns, int64_t spin_ns)
+{
+    int64_t ns = *timeout_ns;
+    if (cf_load_acquire(&ev->is_set)) {
+        return 1;
+    }
+    if (ns == 0) {
+        return 0;
+    }
+    int64_t spin = ns < 0 || ns > spin_ns ? spin_ns : ns;
+    int64_t t0 = cf_monotonic_ns(), spent;
+    int set;
+    Py_BEGIN_ALLOW_THREADS
+    while (!(set = cf_load_acquire(&ev->is_set))
+           && cf_monotonic_ns() - t0 < spin) {
+        cf_yield();
+    }
+    Py_END_ALLOW_THREADS
+    if (set) {
+        return 1;
+    }
+    spent = cf_monotonic_ns() - t0;
+    if (ns > 0) {
+        *timeout_ns = spent >= ns ? 0 : ns - spent;
+    }
+    /* A signal that came while polling is not seen by the lock wait. */
+    return PyErr_CheckSignals() < 0 ? -1 : 0;
+}

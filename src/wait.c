@@ -62,7 +62,8 @@ struct multiwait {
     Py_ssize_t ninstalled;   /* items with F_LINKED or F_WAITER */
     PyObject **items;        /* the distinct futures */
     unsigned char *flags;
-    cf_waitnode *nodes;      /* made at the first link */
+    cf_waitnode *nodes;      /* written when linked; all four arrays
+                                are one block, headed by items */
     PyObject **waiters;      /* made at the first foreign future */
     unsigned char *done;     /* wait(): item i counts as done; mw->lock */
     mw_done_fn on_done;
@@ -104,11 +105,9 @@ mw_init(multiwait *mw, cf_state *st, mw_done_fn on_done)
 static void
 mw_free(multiwait *mw)
 {
+    /* items heads the one block of items, done, flags and nodes. */
     PyMem_Free(mw->items);
-    PyMem_Free(mw->flags);
-    PyMem_Free(mw->nodes);
     PyMem_Free(mw->waiters);
-    PyMem_Free(mw->done);
     mw_init(mw, mw->st, mw->on_done);
 }
 
@@ -121,22 +120,16 @@ is_cf_future(cf_state *st, PyObject *op)
            || PyType_IsSubtype(tp, st->future_type);
 }
 
-/* Flags of new item i: F_CF, and done[i] for a cfutures future that is
- * done already (the snapshot, taken here to touch each future once less;
- * nothing is installed yet, so no lock). */
-static inline unsigned char
-mw_classify(multiwait *mw, Py_ssize_t i, PyObject *f)
-{
-    if (!is_cf_future(mw->st, f)) {
-        mw->nforeign++;
-        return 0;
-    }
-    if (cf_future_state((cf_future *)f) >= CF_CANCELLED_AND_NOTIFIED) {
-        mw->ndone++;
-        mw->done[i] = 1;
-    }
-    return F_CF;
-}
+static void mw_notify(cf_waitnode *node, PyObject *future, int kind);
+
+/* What mw_fill does with a cfutures future that is not done. */
+enum {
+    FILL_SNAPSHOT,          /* nothing: mw_install links it later */
+    FILL_LINK,              /* link its node */
+    FILL_LINK_UNTIL_DONE,   /* link its node, until a future is found done
+                               (wait(FIRST_COMPLETED): the call returns at
+                               once then, and unlinks what it linked) */
+};
 
 /* done[i], read by the calling thread while notifications may run. */
 static int
@@ -148,45 +141,103 @@ mw_is_done(multiwait *mw, Py_ssize_t i)
     return d;
 }
 
-/* Take the distinct futures of `fs` (a set we own, not changed while we
- * run): new references when `own`, else borrowed from fs. */
+/* Take the distinct futures of `fs`: new references when `own`, else
+ * borrowed from fs.  fs must be a set this call made (PySet_New) and
+ * never showed anyone: no other thread can change it, and nothing was
+ * ever discarded from it, so its table is read directly, a slot at a
+ * time, rather than through the set's iterator (an object and a call per
+ * future from 3.13) or _PySet_NextEntry (private, and several times the
+ * cost of the read).  A slot holds a future if its key is set and is not
+ * the dummy of a deleted entry (whose hash is -1, which no real hash
+ * is): the test keeps the walk right even if fs ever had a deletion.
+ * `link` (FILL_*) says whether the pending cfutures futures get their
+ * nodes now; a linked node may be notified before this returns. */
 static int
-mw_fill(multiwait *mw, PyObject *fs, int own)
+mw_fill(multiwait *mw, PyObject *fs, int own, int link)
 {
     Py_ssize_t n = PySet_GET_SIZE(fs);
     if (n == 0) {
         return 0;
     }
-    /* Zeroed: the GC may look at items while they are filled. */
-    mw->items = PyMem_Calloc(n, sizeof(PyObject *));
-    mw->flags = PyMem_Calloc(n, 1);
-    mw->done = PyMem_Calloc(n, 1);
-    if (mw->items == NULL || mw->flags == NULL || mw->done == NULL) {
-        mw_free(mw);
+    /* One block for the per-item arrays: items (zeroed: as_completed's
+     * GC traversal may see them before they are filled), done[] and
+     * flags[] (zeroed), then the wait nodes (written when linked). */
+    size_t head = (size_t)n * sizeof(PyObject *) + 2 * (size_t)n;
+    size_t head_aligned = (head + _Alignof(cf_waitnode) - 1)
+                          & ~(size_t)(_Alignof(cf_waitnode) - 1);
+    if ((size_t)n > (PY_SSIZE_T_MAX - head_aligned) / sizeof(cf_waitnode)) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_ssize_t i = 0;
-    cf_set_walk walk;
-    PyObject *f;
-    int rc = cf_set_walk_start(&walk, fs);
-    while (rc == 0 && i < n && (rc = cf_set_walk_next(&walk, &f)) == 1) {
-        mw->items[i] = f;
-        mw->flags[i] = mw_classify(mw, i, f);
-        if (!own) {
-            Py_DECREF(f);       /* fs keeps it alive */
-        }
-        i++;
-        rc = 0;
-    }
-    cf_set_walk_end(&walk);
-    if (rc < 0) {
-        for (Py_ssize_t j = 0; own && j < i; j++) {
-            Py_DECREF(mw->items[j]);
-        }
-        mw_free(mw);
+    char *block = PyMem_Malloc(head_aligned + (size_t)n * sizeof(cf_waitnode));
+    if (block == NULL) {
+        PyErr_NoMemory();
         return -1;
     }
+    memset(block, 0, head);
+    mw->items = (PyObject **)block;
+    mw->done = (unsigned char *)(mw->items + n);
+    mw->flags = mw->done + n;
+    mw->nodes = (cf_waitnode *)(block + head_aligned);
+
+    /* Each item's flags: F_CF, and done[i] for a cfutures future that is
+     * done already (the snapshot), or F_LINKED when `link` says so and it
+     * is not: one look at each future, in one critical section, with the
+     * state check that must go with a link.  The snapshot's done[i] is
+     * written without mw->lock: nothing notifies item i unless it is
+     * linked, and a notification of another item writes another byte.
+     * The counts stay in locals while the loop calls out to link. */
+    PyTypeObject *public_type = mw->st->public_future_type;
+    PyTypeObject *future_type = mw->st->future_type;
+    PyObject **items = mw->items;
+    unsigned char *done = mw->done, *flags = mw->flags;
+    cf_waitnode *nodes = mw->nodes;
+    Py_ssize_t nforeign = 0, ndone = 0, nlinked = 0;
+    setentry *entry = ((PySetObject *)fs)->table;
+    setentry *end = entry + ((PySetObject *)fs)->mask + 1;
+    Py_ssize_t i = 0;
+    for (; entry < end && i < n; entry++) {
+        PyObject *f = entry->key;
+        if (f == NULL || entry->hash == -1) {
+            continue;
+        }
+        items[i] = own ? Py_NewRef(f) : f;
+        PyTypeObject *tp = Py_TYPE(f);
+        if (tp != public_type && tp != future_type
+            && !PyType_IsSubtype(tp, future_type)) {
+            nforeign++;
+            flags[i++] = 0;
+            continue;
+        }
+        cf_future *cf = (cf_future *)f;
+        flags[i] = F_CF;
+        if (link == FILL_SNAPSHOT) {
+            if (cf_future_state(cf) >= CF_CANCELLED_AND_NOTIFIED) {
+                ndone++;
+                done[i] = 1;
+            }
+            i++;
+            continue;
+        }
+        CF_BEGIN_CRITICAL(cf)
+        if (cf->state >= CF_CANCELLED_AND_NOTIFIED) {
+            ndone++;
+            done[i] = 1;
+            if (link == FILL_LINK_UNTIL_DONE) {
+                link = FILL_SNAPSHOT;
+            }
+        }
+        else {
+            cf_future_link(cf, &nodes[i], mw_notify, mw);
+            flags[i] = F_CF | F_LINKED;
+            nlinked++;
+        }
+        CF_END_CRITICAL()
+        i++;
+    }
+    mw->nforeign = nforeign;
+    mw->ndone = ndone;
+    mw->ninstalled = nlinked;
     mw->n = i;
     return 0;
 }
@@ -400,20 +451,12 @@ foreign_check(multiwait *mw, Py_ssize_t i, int install, int *how)
 
 /* Start watching item i: 1 already done (nothing installed; *how set if
  * `how` is not NULL), 0 installed, -1 error. */
-static int
+static inline int
 mw_install(multiwait *mw, Py_ssize_t i, int *how)
 {
     if (mw->flags[i] & F_CF) {
         cf_future *cf = (cf_future *)mw->items[i];
         int done;
-        if (mw->nodes == NULL) {
-            /* Uninitialised: a node is written when it is linked. */
-            mw->nodes = PyMem_Malloc(mw->n * sizeof(cf_waitnode));
-            if (mw->nodes == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-        }
         /* Check and link in one critical section: no completion can fall
          * between them. */
         CF_BEGIN_CRITICAL(cf)
@@ -435,7 +478,7 @@ mw_install(multiwait *mw, Py_ssize_t i, int *how)
 /* Unlink node i in its future's critical section: a no-op if the
  * notification unlinked it already, and either way, once out of the
  * section, no notify of it is still running. */
-static void
+static inline void
 mw_unlink(multiwait *mw, Py_ssize_t i)
 {
     CF_BEGIN_CRITICAL(mw->items[i])
@@ -513,21 +556,38 @@ mw_uninstall_all(multiwait *mw)
 {
     int rc = 0;
     PyObject *type = NULL, *value = NULL, *tb = NULL;
-    for (Py_ssize_t i = 0; mw->ninstalled > 0 && i < mw->n; i++) {
-        if (mw->items[i] == NULL
-            || !(mw->flags[i] & (F_LINKED | F_WAITER))) {
+    /* The common case stays in locals while the loop calls out to
+     * unlink: a linked cfutures future. */
+    PyObject **items = mw->items;
+    unsigned char *flags = mw->flags;
+    cf_waitnode *nodes = mw->nodes;
+    Py_ssize_t n = mw->n, left = mw->ninstalled;
+    for (Py_ssize_t i = 0; left > 0 && i < n; i++) {
+        unsigned char fl = flags[i];
+        if (fl == (F_CF | F_LINKED)) {
+            CF_BEGIN_CRITICAL(items[i])
+            cf_future_unlink(&nodes[i]);
+            CF_END_CRITICAL()
+            flags[i] = F_CF;
+            left--;
             continue;
         }
+        if (items[i] == NULL || !(fl & (F_LINKED | F_WAITER))) {
+            continue;
+        }
+        mw->ninstalled = left;
         if (mw_uninstall(mw, i) < 0) {
             if (rc == 0) {
                 rc = -1;
                 PyErr_Fetch(&type, &value, &tb);
             }
             else {
-                PyErr_WriteUnraisable(mw->items[i]);
+                PyErr_WriteUnraisable(items[i]);
             }
         }
+        left = mw->ninstalled;
     }
+    mw->ninstalled = left;
     if (rc < 0) {
         PyErr_Restore(type, value, tb);
     }
@@ -693,7 +753,7 @@ wait_result(cf_state *st, PyObject *fs, waitcall *wc)
 {
     Py_ssize_t ndone = 0;
     for (Py_ssize_t i = 0; i < wc->mw.n; i++) {
-        ndone += wc->mw.done[i] != 0;
+        ndone += wc->mw.done[i];        /* 0 or 1 */
     }
     if (ndone == wc->mw.n && ndone > 0) {
         /* All done (submit all, wait for all): the private copy is the
@@ -712,14 +772,16 @@ wait_result(cf_state *st, PyObject *fs, waitcall *wc)
     if (done == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < wc->mw.n; i++) {
-        if (wc->mw.done[i]) {
-            PyObject *f = wc->mw.items[i];
-            /* items are borrowed from fs: add before discarding. */
-            if (PySet_Add(done, f) < 0 || PySet_Discard(fs, f) < 0) {
-                Py_DECREF(done);
-                return NULL;
-            }
+    /* Typically a few of many (FIRST_COMPLETED): found with memchr, and
+     * no further than the last. */
+    const unsigned char *flag = wc->mw.done, *end = flag + wc->mw.n;
+    for (; ndone > 0 && (flag = memchr(flag, 1, end - flag)) != NULL;
+         flag++, ndone--) {
+        PyObject *f = wc->mw.items[flag - wc->mw.done];
+        /* items are borrowed from fs: add before discarding. */
+        if (PySet_Add(done, f) < 0 || PySet_Discard(fs, f) < 0) {
+            Py_DECREF(done);
+            return NULL;
         }
     }
     PyObject *r = PyObject_CallFunctionObjArgs(st->DoneAndNotDoneFutures,
@@ -768,6 +830,9 @@ is_poll(PyObject *timeout)
     return secs <= 0 || (secs != secs && CF_NAN_TIMEOUT_POLLS);
 }
 
+/* How long a blocking wait() polls before it sleeps (cf_event_poll). */
+#define WAIT_SPIN_NS 30000
+
 /* Uninstall everything; on the way out of an error, keep that error. */
 static int
 wait_uninstall(waitcall *wc)
@@ -806,19 +871,31 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     PyObject *result = NULL;
     waitcall wc;
     wc.armed = 0;
+    wc.ndone = 0;
     wc.nraised = 0;
     int have_event = 0;
     mw_init(&wc.mw, st, wait_on_done);
-    /* The snapshot of the cfutures futures, taken while filling. */
-    if (mw_fill(&wc.mw, fs, 0) < 0) {
-        goto exit;
-    }
-    Py_ssize_t n = wc.mw.n;
-    wc.ndone = wc.mw.ndone;
     if (parse_return_when(st, return_when, &wc.mode) < 0) {
         goto exit;
     }
     int poll = is_poll(timeout);
+    /* The snapshot of the cfutures futures, taken while filling; unless
+     * the call cannot block, their nodes are linked in the same look
+     * (a call that then returns early unlinks them). */
+    int link = poll || wc.mode == MODE_INVALID ? FILL_SNAPSHOT
+               : wc.mode == MODE_FIRST_COMPLETED ? FILL_LINK_UNTIL_DONE
+               : FILL_LINK;
+    if (mw_fill(&wc.mw, fs, 0, link) < 0) {
+        goto exit;
+    }
+    Py_ssize_t n = wc.mw.n;
+    /* Items done when looked at and not installed: the snapshot. */
+    Py_ssize_t nsnapshot = wc.mw.ndone;
+    /* Linked nodes may have counted themselves already. */
+    cf_spin_lock(&wc.mw.lock);
+    wc.ndone += wc.mw.ndone;
+    Py_ssize_t ndone_now = wc.ndone;
+    cf_spin_unlock(&wc.mw.lock);
 
     /* The other futures, each under its _condition.  Unless the answer is
      * known to come from the snapshot alone, their waiters go in now, in
@@ -826,7 +903,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
      * in the stdlib); a waiter that fires before we are armed only
      * counts. */
     int install_now = !poll && wc.mode != MODE_INVALID
-                      && !(wc.mode == MODE_FIRST_COMPLETED && wc.ndone > 0);
+                      && !(wc.mode == MODE_FIRST_COMPLETED && ndone_now > 0);
     for (Py_ssize_t i = 0; wc.mw.nforeign > 0 && i < n; i++) {
         if (wc.mw.flags[i] & F_CF) {
             continue;
@@ -841,6 +918,7 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         if (d) {
             /* Done when we looked: part of the snapshot. */
             wait_on_done(&wc.mw, i, HOW_RESULT);
+            nsnapshot++;
         }
     }
 
@@ -878,8 +956,16 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto exit;
     }
 
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if ((wc.mw.flags[i] & F_WAITER) || mw_is_done(&wc.mw, i)) {
+    /* Whatever is neither installed nor in the snapshot: nothing, when
+     * mw_fill linked every pending cfutures future and the loop above
+     * installed every pending foreign one. */
+    for (Py_ssize_t i = 0; wc.mw.ninstalled + nsnapshot < n && i < n; i++) {
+        /* A cfutures future's done[i] is the snapshot's until its node
+         * is linked: nothing else writes it, so it is read without the
+         * lock (notifications write other bytes of done[]). */
+        unsigned char fl = wc.mw.flags[i];
+        if ((fl & (F_LINKED | F_WAITER))
+            || ((fl & F_CF) ? wc.mw.done[i] : mw_is_done(&wc.mw, i))) {
             continue;
         }
         int how;
@@ -905,9 +991,14 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     wc.armed = 1;
     wait_check(&wc);
     cf_spin_unlock(&wc.mw.lock);
+    /* The completer is often a few microseconds away, on the other CPU:
+     * poll briefly, as result() does, before paying for a futex sleep
+     * and the wakeup of an idle CPU (tens of microseconds on a VM). */
     int64_t ns;
+    int polled = 0;
     if (cf_parse_timeout(timeout, &ns) < 0
-        || cf_event_wait(&wc.mw.ev, ns) < 0) {
+        || (polled = cf_event_poll(&wc.mw.ev, &ns, WAIT_SPIN_NS)) < 0
+        || (!polled && cf_event_wait(&wc.mw.ev, ns) < 0)) {
         wait_uninstall(&wc);
         goto exit;
     }
@@ -1039,7 +1130,7 @@ ac_start(ascompleted *it)
     if (fs == NULL) {
         return -1;
     }
-    int rc = mw_fill(&it->mw, fs, 1);
+    int rc = mw_fill(&it->mw, fs, 1, FILL_SNAPSHOT);
     Py_DECREF(fs);
     if (rc < 0) {
         return -1;

@@ -427,6 +427,77 @@ def test_wait_leaves_no_waiters_behind(wmod, fmod):
         assert f._waiters == []
 
 
+# ---- the argument's shape, and what an early return leaves linked ---------
+
+def _set_with_holes(fs):
+    """A set whose table has had deletions (dummy slots)."""
+    extra = [object() for _ in range(len(fs))]
+    s = set(extra) | set(fs)
+    s.difference_update(extra)
+    return s
+
+
+_SHAPES = {
+    "set": set,
+    "frozenset": frozenset,
+    "set-with-holes": _set_with_holes,
+    "list-with-duplicates": lambda fs: fs + fs[::3] + fs[:1],
+    "dict-keys": dict.fromkeys,
+    "keys-view": lambda fs: dict.fromkeys(fs).keys(),
+    "generator": lambda fs: (f for f in fs),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
+@pytest.mark.parametrize("kinds", ["own", "mixed"])
+@pytest.mark.parametrize("when", ["FIRST_COMPLETED", "FIRST_EXCEPTION",
+                                  "ALL_COMPLETED"])
+def test_wait_any_shape_of_many(wmod, shape, kinds, when):
+    """Hundreds of futures in each shape of argument: done and not_done
+    hold exactly the right ones, as new plain sets, whether the call
+    returns at once (a future done among them, anywhere), blocks until
+    another thread completes one, or times out; and every future is left
+    as it was found (completing them all afterwards reaches no call that
+    has returned, and a later wait() sees them all done)."""
+    own = wmod if kinds == "own" else None
+    for rnd in range(6):
+        fs = ([own.Future() for _ in range(300)] if own else mixed(300))
+        pick = fs[(rnd * 97) % len(fs)]
+        arg = _SHAPES[shape](fs)
+        if rnd % 3 == 0:
+            # One done before the call, at a different place each round.
+            pick.set_exception(KeyError(rnd))
+            want_done = {pick}
+            timeout = 30 if when != "ALL_COMPLETED" else 0.01
+        elif rnd % 3 == 1:
+            # Completed by another thread while the call blocks.
+            later(0.01, pick.set_exception, KeyError(rnd))
+            want_done = {pick}
+            timeout = 30 if when != "ALL_COMPLETED" else None
+        else:
+            # Nothing completes: the call times out.
+            want_done = set()
+            timeout = 0.01
+        if timeout is None:
+            # ALL_COMPLETED: the rest complete too, a little later.
+            later(0.05, lambda: [f.set_result(2) for f in fs
+                                 if f is not pick])
+            want_done = set(fs)
+        r = wmod.wait(arg, timeout=timeout, return_when=when)
+        assert type(r.done) is set and type(r.not_done) is set
+        assert r.done == want_done
+        assert r.not_done == set(fs) - want_done
+        for f in fs:
+            if not f.done():
+                f.set_result(1)
+        if not isinstance(arg, type(f for f in ())):
+            assert wmod.wait(arg, timeout=0) == (set(fs), set())
+        for f in fs:
+            if not (isinstance(f, cfutures.Future) and wmod is cfutures):
+                assert f._waiters == []
+
+
 # ---- as_completed() --------------------------------------------------------
 
 def test_as_completed_empty(mod):
