@@ -560,14 +560,11 @@ mw_uninstall_all(multiwait *mw)
      * unlink: a linked cfutures future. */
     PyObject **items = mw->items;
     unsigned char *flags = mw->flags;
-    cf_waitnode *nodes = mw->nodes;
     Py_ssize_t n = mw->n, left = mw->ninstalled;
     for (Py_ssize_t i = 0; left > 0 && i < n; i++) {
         unsigned char fl = flags[i];
         if (fl == (F_CF | F_LINKED)) {
-            CF_BEGIN_CRITICAL(items[i])
-            cf_future_unlink(&nodes[i]);
-            CF_END_CRITICAL()
+            mw_unlink(mw, i);
             flags[i] = F_CF;
             left--;
             continue;
