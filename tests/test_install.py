@@ -396,10 +396,17 @@ def test_cancelled_by_executor_shutdown(installed, run):
     futures are cancelled, as wrap_future's."""
     async def main():
         loop = asyncio.get_running_loop()
-        gate = threading.Event()
+        gate, started = threading.Event(), threading.Event()
+
+        def hold():
+            started.set()
+            return gate.wait(10)
         pool = concurrent.futures.ThreadPoolExecutor(1)
-        busy = loop.run_in_executor(pool, gate.wait, 10)
+        busy = loop.run_in_executor(pool, hold)
         queued = loop.run_in_executor(pool, noop)
+        # The worker has taken `busy`: only `queued` is left to cancel
+        # (without the GIL, the worker may not have reached it yet).
+        started.wait(10)
         pool.shutdown(wait=False, cancel_futures=True)
         gate.set()
         await busy
@@ -416,10 +423,19 @@ def test_to_thread_cancelled_by_executor_shutdown(installed, run):
         loop = asyncio.get_running_loop()
         pool = concurrent.futures.ThreadPoolExecutor(1)
         loop.set_default_executor(pool)
-        gate = threading.Event()
-        busy = asyncio.ensure_future(asyncio.to_thread(gate.wait, 10))
+        gate, started = threading.Event(), threading.Event()
+
+        def hold():
+            started.set()
+            return gate.wait(10)
+        busy = asyncio.ensure_future(asyncio.to_thread(hold))
         queued = asyncio.ensure_future(asyncio.to_thread(noop))
-        await asyncio.sleep(0.01)
+        # Until the worker has taken `busy`: only `queued` is left to
+        # cancel (the loop runs the to_thread calls meanwhile).
+        for _ in range(10_000):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.001)
         pool.shutdown(wait=False, cancel_futures=True)
         gate.set()
         await busy
