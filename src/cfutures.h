@@ -148,11 +148,15 @@ void cf_event_clear(cf_event *ev);
  * signals and runs their handlers.  timeout_ns < 0 waits forever.
  * Returns 1 set, 0 timed out, -1 with an exception (e.g. KeyboardInterrupt). */
 int cf_event_wait(cf_event *ev, int64_t timeout_ns);
-/* Before cf_event_wait: poll the event for up to spin_ns (and no longer
+/* cf_event_wait's event, as a cf_poll condition. */
+int cf_event_is_set(void *ev);
+/* Before a blocking wait: poll ready(arg) for up to spin_ns (and no longer
  * than *timeout_ns, unless that is < 0), with the GIL released, yielding
- * the CPU.  1 set; 0 not set, with *timeout_ns less what the poll took
- * (0 once it is used up); -1 with an exception from a signal handler. */
-int cf_event_poll(cf_event *ev, int64_t *timeout_ns, int64_t spin_ns);
+ * the CPU; ready must be safe to call without the GIL.  1 ready; 0 not,
+ * with *timeout_ns less what the poll took (0 once it is used up); -1
+ * with an exception from a signal handler. */
+int cf_poll(int (*ready)(void *), void *arg, int64_t *timeout_ns,
+            int64_t spin_ns);
 
 /* Parse a `timeout` argument the way threading.Condition.wait takes it:
  * None -> -1 (forever); a poll (a number <= 0; NaN up to 3.13) -> 0;

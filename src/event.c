@@ -224,10 +224,17 @@ cf_event_wait(cf_event *ev, int64_t timeout_ns)
 }
 
 int
-cf_event_poll(cf_event *ev, int64_t *timeout_ns, int64_t spin_ns)
+cf_event_is_set(void *ev)
+{
+    return cf_load_acquire(&((cf_event *)ev)->is_set);
+}
+
+int
+cf_poll(int (*ready)(void *), void *arg, int64_t *timeout_ns,
+        int64_t spin_ns)
 {
     int64_t ns = *timeout_ns;
-    if (cf_load_acquire(&ev->is_set)) {
+    if (ready(arg)) {
         return 1;
     }
     if (ns == 0) {
@@ -237,8 +244,7 @@ cf_event_poll(cf_event *ev, int64_t *timeout_ns, int64_t spin_ns)
     int64_t t0 = cf_monotonic_ns(), spent;
     int set;
     Py_BEGIN_ALLOW_THREADS
-    while (!(set = cf_load_acquire(&ev->is_set))
-           && cf_monotonic_ns() - t0 < spin) {
+    while (!(set = ready(arg)) && cf_monotonic_ns() - t0 < spin) {
         cf_yield();
     }
     Py_END_ALLOW_THREADS

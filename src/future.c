@@ -797,6 +797,13 @@ wake_event(cf_waitnode *node, PyObject *future, int kind)
     cf_event_set((cf_event *)node->owner);
 }
 
+/* wait_done's poll condition: read without the GIL (an acquire load). */
+static int
+future_is_done(void *f)
+{
+    return cf_future_is_done((cf_future *)f);
+}
+
 /* Block until done or timed out; 0 when it may be read, -1 on error. */
 static int
 wait_done(cf_future *f, PyObject *timeout)
@@ -813,28 +820,13 @@ wait_done(cf_future *f, PyObject *timeout)
         return 0;
     }
     /* The completer is often a microsecond away (an executor's
-     * submit(fn).result()): poll briefly with the GIL released, yielding
-     * the CPU, before paying for a lock, a futex sleep and a wakeup. */
+     * submit(fn).result()): poll briefly before paying for a lock, a
+     * futex sleep and a wakeup. */
     Py_INCREF(f);
-    int64_t spin = ns < 0 || ns > CF_WAIT_SPIN_NS ? CF_WAIT_SPIN_NS : ns;
-    int64_t t0 = cf_monotonic_ns(), spent;
-    Py_BEGIN_ALLOW_THREADS
-    while (!cf_future_is_done(f) && cf_monotonic_ns() - t0 < spin) {
-        cf_yield();
-    }
-    Py_END_ALLOW_THREADS
-    spent = cf_monotonic_ns() - t0;
-    if (cf_future_is_done(f) || (ns > 0 && spent >= ns)) {
+    int polled = cf_poll(future_is_done, f, &ns, CF_WAIT_SPIN_NS);
+    if (polled != 0 || ns == 0) {
         Py_DECREF(f);
-        return 0;
-    }
-    /* A signal that came while polling is not seen by the lock wait. */
-    if (PyErr_CheckSignals() < 0) {
-        Py_DECREF(f);
-        return -1;
-    }
-    if (ns > 0) {
-        ns -= spent;
+        return polled < 0 ? -1 : 0;
     }
     cf_event ev;
     cf_waitnode node;

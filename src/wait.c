@@ -827,7 +827,7 @@ is_poll(PyObject *timeout)
     return secs <= 0 || (secs != secs && CF_NAN_TIMEOUT_POLLS);
 }
 
-/* How long a blocking wait() polls before it sleeps (cf_event_poll). */
+/* How long a blocking wait() polls before it sleeps (cf_poll). */
 #define WAIT_SPIN_NS 30000
 
 /* Uninstall everything; on the way out of an error, keep that error. */
@@ -994,7 +994,8 @@ cf_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     int64_t ns;
     int polled = 0;
     if (cf_parse_timeout(timeout, &ns) < 0
-        || (polled = cf_event_poll(&wc.mw.ev, &ns, WAIT_SPIN_NS)) < 0
+        || (polled = cf_poll(cf_event_is_set, &wc.mw.ev, &ns,
+                              WAIT_SPIN_NS)) < 0
         || (!polled && cf_event_wait(&wc.mw.ev, ns) < 0)) {
         wait_uninstall(&wc);
         goto exit;
