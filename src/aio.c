@@ -1438,6 +1438,41 @@ enum { HANDOFF_NONE, HANDOFF_SPIN, HANDOFF_DONE };
 static int spin_worthwhile(cf_batch *b, Py_ssize_t own);
 static void spin_account(cf_batch *b, int done);
 
+/* The loop thread's poll (awaiter_spin, aiocall_spin), with the GIL
+ * released: until *handoff is HANDOFF_DONE, for CF_AIO_SPIN_START_NS
+ * until started(arg) says a worker took the call, then CF_AIO_SPIN_NS
+ * more.  1 if the outcome was handed over; otherwise the poll is
+ * withdrawn (HANDOFF_SPIN -> NONE: the worker posts instead), unless the
+ * worker handed it over just then, which the failed exchange tells. */
+static int
+handoff_poll(int *handoff, int (*started)(void *), void *arg)
+{
+    int64_t deadline = cf_monotonic_ns() + CF_AIO_SPIN_START_NS;
+    int done, has_started = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        done = cf_load_acquire(handoff) == HANDOFF_DONE;
+        if (done) {
+            break;
+        }
+        int64_t now = cf_monotonic_ns();
+        if (!has_started && started(arg)) {
+            has_started = 1;
+            deadline = now + CF_AIO_SPIN_NS;
+        }
+        if (now > deadline) {
+            break;
+        }
+        cf_yield();
+    }
+    Py_END_ALLOW_THREADS
+    if (!done) {
+        int spinning = HANDOFF_SPIN;
+        done = !cf_cas(handoff, &spinning, HANDOFF_NONE);
+    }
+    return done;
+}
+
 static int
 node_is_loop_future(cf_aionode *n)
 {
@@ -1519,6 +1554,13 @@ post_callback(PyObject *self, PyObject *const *args, size_t nargsf,
     Py_RETURN_NONE;
 }
 
+/* awaiter_spin's "a worker took it": the future left PENDING. */
+static int
+future_started(void *f)
+{
+    return cf_future_state((cf_future *)f) != CF_PENDING;
+}
+
 /* The first await of run_in_executor's result, by a Task about to yield
  * to a loop with nothing else to do: poll for the outcome with the GIL
  * released, as aiocall_spin does for a to_thread call.  The worker's
@@ -1531,29 +1573,7 @@ awaiter_spin(cf_awaiter *aw)
 {
     cf_future *f = aw->future;
     cf_store_release(&aw->handoff, HANDOFF_SPIN);
-    int64_t deadline = cf_monotonic_ns() + CF_AIO_SPIN_START_NS;
-    int handed = 0, started = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        if (cf_load_acquire(&aw->handoff) == HANDOFF_DONE) {
-            handed = 1;
-            break;
-        }
-        int64_t now = cf_monotonic_ns();
-        if (!started && cf_future_state(f) != CF_PENDING) {
-            started = 1;
-            deadline = now + CF_AIO_SPIN_NS;
-        }
-        if (now > deadline) {
-            break;
-        }
-        cf_yield();
-    }
-    Py_END_ALLOW_THREADS
-    if (!handed) {
-        int spinning = HANDOFF_SPIN;
-        handed = !cf_cas(&aw->handoff, &spinning, HANDOFF_NONE);
-    }
+    int handed = handoff_poll(&aw->handoff, future_started, f);
     int done = handed || cf_future_is_done(f);
     spin_account(aw->node.batch, done);
     return done;
@@ -2360,6 +2380,13 @@ spin_worthwhile(cf_batch *b, Py_ssize_t own)
     return 1;
 }
 
+/* aiocall_spin's "a worker took it". */
+static int
+aiocall_started(void *c)
+{
+    return cf_load_acquire(&((cf_aiocall *)c)->worker_started);
+}
+
 /* One to_thread call at a time is the common case (`await to_thread(f)`
  * in a loop with nothing else to do), and there a noop's latency is two
  * thread wakeups: the worker's and, far costlier on a VM, the loop's from
@@ -2375,33 +2402,8 @@ spin_worthwhile(cf_batch *b, Py_ssize_t own)
 static int
 aiocall_spin(cf_aiocall *c)
 {
-    cf_batch *b = c->node.batch;
-    int64_t t0 = cf_monotonic_ns(), deadline = t0 + CF_AIO_SPIN_START_NS;
-    int done, started = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (;;) {
-        done = cf_load_acquire(&c->handoff) == HANDOFF_DONE;
-        if (done) {
-            break;
-        }
-        int64_t now = cf_monotonic_ns();
-        if (!started
-            && cf_load_acquire(&c->worker_started)) {
-            started = 1;
-            deadline = now + CF_AIO_SPIN_NS;
-        }
-        if (now > deadline) {
-            break;
-        }
-        cf_yield();
-    }
-    Py_END_ALLOW_THREADS
-    if (!done) {
-        /* Too late for the handoff: the worker posts to the batch. */
-        int spinning = HANDOFF_SPIN;
-        done = !cf_cas(&c->handoff, &spinning, HANDOFF_NONE);
-    }
-    spin_account(b, done);
+    int done = handoff_poll(&c->handoff, aiocall_started, c);
+    spin_account(c->node.batch, done);
     return done;
 }
 
