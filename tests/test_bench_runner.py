@@ -397,3 +397,36 @@ def test_free_threaded_goals_only_without_the_gil():
                for w in ws)
     assert ws[0].baseline == "cfutures-1-worker"
     assert run.resolve_impl("cfutures-1-worker").mod is not None
+
+
+def _gc_share_module():
+    path = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "benchmarks", "gc_share.py")
+    if not os.path.exists(path):
+        pytest.skip("benchmarks/ is not beside tests/ (an installed copy)")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gc_share", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.timeout(60)
+def test_gc_share_counts_the_collections_in_a_sample(monkeypatch, capsys):
+    import gc
+    gc_share = _gc_share_module()
+    timer = gc_share.CollectionTimer()
+    gc.callbacks.append(timer)
+    try:
+        gc.collect()
+        gc.collect()
+    finally:
+        gc.callbacks.remove(timer)
+    assert timer.count == 2 and timer.seconds > 0
+    monkeypatch.setattr(gc_share, "TASKS", 2_000)
+    gc_share.main(1)
+    out = capsys.readouterr().out
+    assert out.count("µs a task;") == 2, out
+    assert "speed-up" in out
+    assert not any(cb is timer or isinstance(cb, gc_share.CollectionTimer)
+                   for cb in gc.callbacks)
