@@ -181,8 +181,10 @@ def install(loop=None):
 
 
 def uninstall():
-    """Undo the process-wide install(): restore every name and method it
-    replaced.  Executors made meanwhile stay as they are."""
+    """Undo install(): restore every name and method the process-wide
+    install() replaced, and give loops that install(loop) gave the fast
+    path their own run_in_executor back.  Executors made meanwhile (the
+    default executor install(loop) set) stay as they are."""
     import sys
     _install = sys.modules.get(__name__ + "._install")
     if _install is not None:

@@ -27,6 +27,7 @@ import inspect
 import sys
 import threading
 import types
+import weakref
 
 from . import _cfutures
 
@@ -235,12 +236,18 @@ def install_process():
 
 
 def uninstall():
-    """Undo install(): put back every name and method it replaced.
+    """Undo install(): put back every name and method it replaced, and
+    take back the run_in_executor that install(loop) gave a loop.
 
     Pools made meanwhile (loops' default executors) stay what they are.
-    Does nothing if install() was not called without a loop."""
+    Does nothing if install() was not called."""
     global _uvloop_finder
     with _lock:
+        for loop in list(_fast_loops):
+            bound = vars(loop).get("run_in_executor")
+            if getattr(bound, "__func__", None) in _FAST_RUN_IN_EXECUTOR:
+                del loop.run_in_executor
+        _fast_loops.clear()
         if _uvloop_finder is not None:
             try:
                 sys.meta_path.remove(_uvloop_finder)
@@ -270,7 +277,12 @@ def install_loop(loop):
         method = _uvloop_run_in_executor
     else:
         return
-    loop.run_in_executor = types.MethodType(method, loop)
+    with _lock:
+        loop.run_in_executor = types.MethodType(method, loop)
+        _fast_loops.add(loop)
 
 
 _Pool = None
+# Loops that install(loop) gave the fast path, for uninstall().
+_fast_loops = weakref.WeakSet()
+_FAST_RUN_IN_EXECUTOR = (_asyncio_run_in_executor, _uvloop_run_in_executor)

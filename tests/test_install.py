@@ -761,6 +761,34 @@ def test_ext_install_in_running_loop(run):
         concurrent.futures.thread.ThreadPoolExecutor
 
 
+def test_ext_uninstall_takes_back_a_loops_fast_path(loop_factory):
+    # install(loop) gives that loop cfutures' run_in_executor; uninstall()
+    # gives it back its class's, while the loop runs on.
+    loop = loop_factory()
+    try:
+        pool = cfutures.install(loop)
+        own = type(loop).run_in_executor
+        assert "run_in_executor" in vars(loop)
+
+        async def call():
+            f = loop.run_in_executor(None, threading.current_thread)
+            return type(f).__name__, (await f).name
+
+        kind, name = loop.run_until_complete(call())
+        assert kind == "_LoopFuture" and name.startswith("cfutures")
+        cfutures.uninstall()
+        assert "run_in_executor" not in vars(loop)
+        assert loop.run_in_executor.__func__ is own
+        kind, name = loop.run_until_complete(call())
+        # The class's path, on the pool install(loop) made, which stays.
+        assert kind != "_LoopFuture" and name.startswith("cfutures")
+        assert loop._default_executor is pool
+        cfutures.uninstall()          # again: nothing
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
 def test_exception_never_retrieved_is_reported(installed, loop_factory):
     errors = []
     loop = loop_factory()
