@@ -187,8 +187,6 @@ mw_fill(multiwait *mw, PyObject *fs, int own, int link)
      * written without mw->lock: nothing notifies item i unless it is
      * linked, and a notification of another item writes another byte.
      * The counts stay in locals while the loop calls out to link. */
-    PyTypeObject *public_type = mw->st->public_future_type;
-    PyTypeObject *future_type = mw->st->future_type;
     PyObject **items = mw->items;
     unsigned char *done = mw->done, *flags = mw->flags;
     cf_waitnode *nodes = mw->nodes;
@@ -202,9 +200,7 @@ mw_fill(multiwait *mw, PyObject *fs, int own, int link)
             continue;
         }
         items[i] = own ? Py_NewRef(f) : f;
-        PyTypeObject *tp = Py_TYPE(f);
-        if (tp != public_type && tp != future_type
-            && !PyType_IsSubtype(tp, future_type)) {
+        if (!is_cf_future(mw->st, f)) {
             nforeign++;
             flags[i++] = 0;
             continue;
