@@ -287,14 +287,15 @@ def test_cancel_futures_long_queue(mod):
 
 
 # Items a worker has not started are still queued for every observer, as
-# in the stdlib, whatever the pool does to pop them cheaply (a worker that
-# took a batch off a long queue must let them be cancelled, and stolen).
+# in the stdlib: cancellable, counted by qsize(), and free for any other
+# worker to run.  (They guard any future change that pops items in
+# batches, as one tried and left out did.)
 
 @pytest.mark.timeout(60)
 def test_cancel_futures_cancels_items_a_worker_took_along(mod):
-    # One worker pops `blocker` off a long queue (taking the items behind
-    # it along, on a free-threaded build) and blocks in it: shutdown(
-    # cancel_futures=True) cancels every item behind it, none of them runs.
+    # One worker pops `blocker` off a long queue and blocks in it:
+    # shutdown(cancel_futures=True) cancels every item behind it, and none
+    # of them runs.
     e = mod.ThreadPoolExecutor(1)
     first, blocker = Gate(), Gate()
     ran = []
@@ -320,8 +321,7 @@ def test_cancel_futures_cancels_items_a_worker_took_along(mod):
 @pytest.mark.timeout(60)
 def test_busy_worker_does_not_hold_back_the_items_behind_it(mod):
     # Both workers pop off a long queue at once; whichever takes `slow`
-    # blocks in it: the other runs every other item meanwhile, including
-    # those the first took along with `slow` (it steals them).
+    # blocks in it: the other runs every other item meanwhile.
     e = mod.ThreadPoolExecutor(2)
     start, slow = Gate(), Gate()
     try:
